@@ -19,7 +19,8 @@ def upgrade() -> None:
         sa.Column("consumer_group", sa.Text, nullable=False),
         sa.Column("topic", sa.Text, nullable=False),
         sa.Column("partition", sa.Integer, nullable=False),
-        sa.Column("next_offset", sa.BigInteger, nullable=False),
+        # NULL until the first commit: the partition then starts at the explicit reset policy.
+        sa.Column("next_offset", sa.BigInteger, nullable=True),
         sa.Column("epoch", sa.BigInteger, nullable=False, server_default="0"),
         sa.Column("owner", sa.Text),
         sa.Column(
