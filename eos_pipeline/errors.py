@@ -9,6 +9,7 @@
     │   └── DatabaseTransient    connection lost, serialization failure, deadlock
     ├── PartitionFenced          another owner claimed the partition (carries the partitions)
     ├── ProducerFenced           a newer producer with the same transactional.id took over
+    ├── TransactionAborted       a Kafka transaction was aborted: rewind and redo its batch
     ├── KafkaError               a Kafka operation failed for good
     └── HandlerError             a handler raised; carries the failing events
 
@@ -71,6 +72,16 @@ class PartitionFenced(EosError):
 
 class ProducerFenced(EosError):
     pass
+
+
+class TransactionAborted(EosError):
+    """The producer aborted its open transaction (librdkafka's `txn_requires_abort`): nothing
+    of the batch is visible, so the caller rewinds its input to the batch start and redoes it
+    with the same, still usable, producer."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class KafkaError(EosError):
