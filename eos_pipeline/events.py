@@ -1,0 +1,54 @@
+"""What flows through the pipeline: a decoded Kafka record, and a record that failed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+TopicPartition = tuple[str, int]
+Headers = tuple[tuple[str, bytes | None], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One Kafka record, its value already decoded (and validated) for the handler."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: Any
+    raw: bytes | None
+    timestamp_ms: int
+    headers: Headers = ()
+
+    @property
+    def source(self) -> TopicPartition:
+        return (self.topic, self.partition)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record the pipeline could not process; stored with its source coordinates."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+    error_class: str
+    error_message: str
+
+    @classmethod
+    def of(cls, event: Event, error_class: str, error_message: str) -> DeadLetter:
+        return cls(
+            event.topic,
+            event.partition,
+            event.offset,
+            event.key,
+            event.raw,
+            event.headers,
+            error_class,
+            error_message,
+        )

@@ -1,0 +1,151 @@
+"""The offsets store: `eos_offsets` rows, one per (group, topic, partition).
+
+A consumer *claims* a partition by bumping its epoch and naming itself owner; a commit then
+only lands while the row still carries that epoch and the offset the committer started from.
+Whoever claims later fences everyone before. `fence_outcome` is the pure decision.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import psycopg
+
+from .events import TopicPartition
+
+# Replay marks the rows it resets with an owner starting with this; a running consumer fenced
+# by such a reset re-claims the partition instead of giving it up.
+REPLAY_OWNER_PREFIX = "replay:"
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What this consumer holds for a partition: its epoch and the offset it continues from."""
+
+    topic: str
+    partition: int
+    epoch: int
+    next_offset: int | None
+    owner: str
+
+    @property
+    def key(self) -> TopicPartition:
+        return (self.topic, self.partition)
+
+    def advanced(self, next_offset: int) -> Claim:
+        return Claim(self.topic, self.partition, self.epoch, next_offset, self.owner)
+
+
+@dataclass(frozen=True, slots=True)
+class OffsetRow:
+    epoch: int
+    next_offset: int | None
+    owner: str | None
+
+
+class Outcome(enum.Enum):
+    OWNED = "owned"  # epoch and offset as expected: commit
+    RECLAIM = "reclaim"  # moved by a replay or by ourselves: claim again, restart from the row
+    LOST = "lost"  # another consumer owns it now: stop, never commit for it
+
+
+def fence_outcome(claim: Claim, row: OffsetRow | None) -> Outcome:
+    """Decide whether a commit for `claim` may proceed, given the row as locked now."""
+    if row is None:
+        return Outcome.RECLAIM
+    if row.epoch == claim.epoch:
+        return Outcome.OWNED if row.next_offset == claim.next_offset else Outcome.RECLAIM
+    if row.owner == claim.owner or (row.owner or "").startswith(REPLAY_OWNER_PREFIX):
+        return Outcome.RECLAIM
+    return Outcome.LOST
+
+
+Conn = psycopg.Connection[tuple[object, ...]]
+Cursor = psycopg.Cursor[tuple[object, ...]]
+
+_CLAIM_SQL = """
+INSERT INTO eos_offsets AS o (consumer_group, topic, partition, next_offset, epoch, owner)
+SELECT %(group)s, t, p, NULL, 1, %(owner)s
+FROM unnest(%(topics)s::text[], %(partitions)s::int[]) WITH ORDINALITY AS u(t, p, n)
+ORDER BY n
+ON CONFLICT (consumer_group, topic, partition) DO UPDATE
+   SET epoch = o.epoch + 1, owner = EXCLUDED.owner, updated_at = now()
+RETURNING topic, partition, next_offset, epoch
+"""
+
+_LOCK_SQL = """
+SELECT topic, partition, epoch, next_offset, owner FROM eos_offsets
+WHERE consumer_group = %(group)s
+  AND (topic, partition) IN (SELECT * FROM unnest(%(topics)s::text[], %(partitions)s::int[]))
+ORDER BY topic, partition
+FOR UPDATE
+"""
+
+_ADVANCE_SQL = """
+UPDATE eos_offsets AS o SET next_offset = v.new_offset, updated_at = now()
+FROM unnest(%(topics)s::text[], %(partitions)s::int[], %(epochs)s::bigint[],
+            %(expected)s::bigint[], %(targets)s::bigint[])
+     AS v(topic, partition, epoch, expected, new_offset)
+WHERE o.consumer_group = %(group)s AND o.topic = v.topic AND o.partition = v.partition
+  AND o.epoch = v.epoch AND o.next_offset IS NOT DISTINCT FROM v.expected
+"""
+
+
+def _split(tps: Iterable[TopicPartition]) -> tuple[list[str], list[int]]:
+    ordered = sorted(tps)
+    return [t for t, _ in ordered], [p for _, p in ordered]
+
+
+def claim(
+    conn: Conn, group: str, owner: str, tps: Sequence[TopicPartition]
+) -> dict[TopicPartition, Claim]:
+    """Claim partitions in one short transaction, rows touched in a fixed order."""
+    topics, partitions = _split(tps)
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(
+            _CLAIM_SQL,
+            {"group": group, "owner": owner, "topics": topics, "partitions": partitions},
+        )
+        rows = cur.fetchall()
+    claims: dict[TopicPartition, Claim] = {}
+    for topic, partition, next_offset, epoch in rows:
+        c = Claim(str(topic), int(partition), int(epoch), _opt_int(next_offset), owner)  # type: ignore[call-overload]
+        claims[c.key] = c
+    return claims
+
+
+def lock_rows(
+    cur: Cursor, group: str, tps: Iterable[TopicPartition]
+) -> dict[TopicPartition, OffsetRow]:
+    """Lock the offsets rows of a commit (fixed order) and read them as they are now."""
+    topics, partitions = _split(tps)
+    cur.execute(_LOCK_SQL, {"group": group, "topics": topics, "partitions": partitions})
+    return {
+        (str(t), int(p)): OffsetRow(int(e), _opt_int(n), None if o is None else str(o))  # type: ignore[call-overload]
+        for t, p, e, n, o in cur.fetchall()
+    }
+
+
+def advance(
+    cur: Cursor, group: str, claims: Sequence[Claim], targets: Mapping[TopicPartition, int]
+) -> int:
+    """Move each claimed partition to its target offset behind the fence; returns rows hit."""
+    ordered = sorted(claims, key=lambda c: c.key)
+    cur.execute(
+        _ADVANCE_SQL,
+        {
+            "group": group,
+            "topics": [c.topic for c in ordered],
+            "partitions": [c.partition for c in ordered],
+            "epochs": [c.epoch for c in ordered],
+            "expected": [c.next_offset for c in ordered],
+            "targets": [targets[c.key] for c in ordered],
+        },
+    )
+    return cur.rowcount
+
+
+def _opt_int(value: object) -> int | None:
+    return None if value is None else int(value)  # type: ignore[call-overload]

@@ -1,0 +1,179 @@
+"""The default handler: orders events -> `order_events`, `orders`, `order_status_counts`.
+
+Reprocessing is idempotent: `order_events` is keyed by source offset, and an event at or below
+an order's `last_offset` (same source partition) is recognised as already applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from ..events import Event
+from ..writer import Writer
+from .schema import STATUS_BY_TYPE, OrderEvent, parse_order_event
+
+ORDER_COLUMNS = (
+    "order_id",
+    "customer_id",
+    "status",
+    "item_count",
+    "total_amount",
+    "paid_amount",
+    "created_at",
+    "updated_at",
+    "src_topic",
+    "src_partition",
+    "last_offset",
+)
+EVENT_COLUMNS = (
+    "src_topic",
+    "src_partition",
+    "src_offset",
+    "order_id",
+    "type",
+    "event_ts",
+    "payload",
+)
+UNKNOWN_ORDER = "UnknownOrder"
+
+
+@dataclass(frozen=True, slots=True)
+class OrderState:
+    order_id: str
+    customer_id: str
+    status: str
+    item_count: int
+    total_amount: Decimal
+    paid_amount: Decimal | None
+    created_at: datetime
+    updated_at: datetime
+    src_topic: str
+    src_partition: int
+    last_offset: int
+
+    def row(self) -> tuple[Any, ...]:
+        return (
+            self.order_id,
+            self.customer_id,
+            self.status,
+            self.item_count,
+            self.total_amount,
+            self.paid_amount,
+            self.created_at,
+            self.updated_at,
+            self.src_topic,
+            self.src_partition,
+            self.last_offset,
+        )
+
+
+def already_applied(state: OrderState, event: Event) -> bool:
+    return (
+        state.src_topic == event.topic
+        and state.src_partition == event.partition
+        and event.offset <= state.last_offset
+    )
+
+
+def apply(state: OrderState | None, event: Event) -> OrderState | None:
+    """The order after `event`; None means the event refers to an order that does not exist.
+    Raises nothing: the caller decides what an unknown order means."""
+    e: OrderEvent = event.value
+    if state is None:
+        if e.type != "order_created":
+            return None
+        assert e.customer_id is not None
+        return OrderState(
+            e.order_id,
+            e.customer_id,
+            "created",
+            0,
+            Decimal(0),
+            None,
+            e.ts,
+            e.ts,
+            event.topic,
+            event.partition,
+            event.offset,
+        )
+    if e.type == "order_created" or already_applied(state, event):
+        return state
+    moved = replace(
+        state,
+        updated_at=e.ts,
+        src_topic=event.topic,
+        src_partition=event.partition,
+        last_offset=event.offset,
+    )
+    if e.type == "item_added":
+        return replace(
+            moved,
+            item_count=state.item_count + e.quantity,
+            total_amount=state.total_amount + e.quantity * e.unit_price,
+        )
+    status = STATUS_BY_TYPE[e.type]
+    if e.type == "order_paid":
+        return replace(moved, status=status, paid_amount=e.amount)
+    return replace(moved, status=status)
+
+
+def status_deltas(
+    before: dict[str, OrderState], after: dict[str, OrderState]
+) -> list[tuple[str, int]]:
+    deltas: list[tuple[str, int]] = []
+    for order_id, new in after.items():
+        old = before.get(order_id)
+        if old is not None and old.status == new.status:
+            continue
+        if old is not None:
+            deltas.append((old.status, -1))
+        deltas.append((new.status, 1))
+    return deltas
+
+
+def _load(writer: Writer, order_ids: Sequence[str]) -> dict[str, OrderState]:
+    cols = ", ".join(ORDER_COLUMNS)
+    rows = writer.execute(
+        f"SELECT {cols} FROM orders WHERE order_id = ANY(%s)", (list(order_ids),)
+    ).fetchall()
+    return {r[0]: OrderState(*r) for r in rows}
+
+
+class OrdersHandler:
+    """Handler of the orders domain; its deserializer parses and validates each event."""
+
+    deserialize = staticmethod(parse_order_event)
+
+    def __call__(self, events: Sequence[Event], writer: Writer) -> None:
+        _handle(events, writer)
+
+
+def _handle(events: Sequence[Event], writer: Writer) -> None:
+    before = _load(writer, list({e.value.order_id for e in events}))
+    states = dict(before)
+    changed: dict[str, OrderState] = {}
+    recorded: list[tuple[Any, ...]] = []
+    for event in events:
+        e: OrderEvent = event.value
+        current = states.get(e.order_id)
+        new = apply(current, event)
+        if new is None:
+            writer.dead_letter(event, UNKNOWN_ORDER, f"{e.type} for unknown order {e.order_id!r}")
+            continue
+        recorded.append(
+            (event.topic, event.partition, event.offset, e.order_id, e.type, e.ts, event.raw)
+        )
+        if new is not current:
+            states[e.order_id] = changed[e.order_id] = new
+    writer.insert("order_events", EVENT_COLUMNS, recorded, on_conflict="ignore")
+    writer.upsert("orders", ("order_id",), ORDER_COLUMNS, [s.row() for s in changed.values()])
+    writer.accumulate(
+        "order_status_counts", ("status",), ("status", "orders"), status_deltas(before, changed)
+    )
+
+
+handle_orders = OrdersHandler()

@@ -1,0 +1,443 @@
+"""The run loop: Kafka in -> batches -> one PostgreSQL transaction per batch (results + offsets).
+
+A `Session` is one consumer and one database connection, from subscribe to close. When the
+database or the broker fails in a way the session cannot ride out, the `Pipeline` closes it
+without committing, waits with backoff, and opens a new one, which re-claims its partitions and
+resumes from the offsets stored in PostgreSQL. Kafka's own committed offsets are never used.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any, Literal, Protocol
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
+from confluent_kafka import KafkaError as RdKafkaError
+
+from .batching import BatchBuffer, BatchPolicy, Item, without
+from .db import connect
+from .errors import ConnectionFailed, EosError, KafkaError, TransientError
+from .events import Headers
+from .events import TopicPartition as TP
+from .handlers import DEFAULT_HANDLER, HandlerSpec, decode_record, load_handler
+from .offsets import Claim, Outcome, claim
+from .transaction import BatchContext, CommitResult, commit_batch
+from .writer import Conn, TableCatalog, prepare_connection
+
+log = logging.getLogger(__name__)
+
+StartPolicy = Literal["earliest", "latest"]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    kafka_bootstrap: str
+    database_url: str
+    group_id: str = "eos-pipeline"
+    topics: tuple[str, ...] = ("orders",)
+    handler: str = DEFAULT_HANDLER
+    batch: BatchPolicy = field(default_factory=BatchPolicy)
+    assignor: str = "cooperative-sticky"
+    start: StartPolicy = "earliest"
+    kafka_config: Mapping[str, str] = field(default_factory=dict)
+    handler_retries: int = 2
+    revoke_budget: float = 0.5
+    idle_exit_s: float | None = None
+    owner: str = field(
+        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    )
+
+
+class BatchObserver(Protocol):
+    """Something running beside the pipeline that wants to hear about commits (views)."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def batch_committed(self, count: int = 1) -> None: ...
+
+
+@dataclass
+class RunStats:
+    consumed: int = 0
+    committed: int = 0
+    dead_letters: int = 0
+    batches: int = 0
+    fenced: int = 0
+    rebalances: int = 0
+    sessions: int = 0
+
+
+# -- pure decisions ---------------------------------------------------------------------------
+def consumer_config(cfg: RunConfig) -> dict[str, str | int | float | bool]:
+    """librdkafka settings: Kafka commits off, read_committed, user settings on top."""
+    conf: dict[str, str | int | float | bool] = {
+        "bootstrap.servers": cfg.kafka_bootstrap,
+        "group.id": cfg.group_id,
+        "partition.assignment.strategy": cfg.assignor,
+        "auto.offset.reset": cfg.start,
+        "isolation.level": "read_committed",
+        "client.id": f"eos-pipeline-{cfg.owner}",
+    }
+    conf.update(cfg.kafka_config)
+    # Non-negotiable, whatever the user passed: offsets live in PostgreSQL only.
+    conf.update(
+        {
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "isolation.level": "read_committed",
+        }
+    )
+    if str(conf.get("group.protocol", "classic")) == "consumer":
+        conf.pop("partition.assignment.strategy", None)  # the broker assigns (KIP-848)
+    return conf
+
+
+def is_incremental(conf: Mapping[str, Any]) -> bool:
+    """Whether rebalances hand over partitions incrementally (cooperative or KIP-848)."""
+    if str(conf.get("group.protocol", "classic")) == "consumer":
+        return True
+    return str(conf.get("partition.assignment.strategy", "")).strip() == "cooperative-sticky"
+
+
+def start_offset(c: Claim, policy: StartPolicy) -> int:
+    """Where a claimed partition starts: its stored offset, else the explicit reset policy."""
+    if c.next_offset is not None:
+        return c.next_offset
+    return OFFSET_BEGINNING if policy == "earliest" else OFFSET_END
+
+
+def backoff_delay(attempt: int, base: float = 0.5, cap: float = 10.0) -> float:
+    """Exponential backoff with full jitter on its upper half."""
+    ceiling = min(cap, base * (2 ** max(attempt, 0)))
+    return float(ceiling / 2 + random.random() * ceiling / 2)
+
+
+def revoke_timeout_ms(conf: Mapping[str, Any], budget: float) -> int:
+    return int(int(conf.get("max.poll.interval.ms", 300000)) * budget)
+
+
+# -- one consumer + one connection ------------------------------------------------------------
+class Session:
+    """A consumer subscribed to the topics and the connection its batches commit on."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        spec: HandlerSpec,
+        conn: Conn,
+        stats: RunStats,
+        on_commit: Callable[[CommitResult], None],
+    ) -> None:
+        self.cfg = cfg
+        self.spec = spec
+        self.conn = conn
+        self.stats = stats
+        self.on_commit = on_commit
+        self.conf = consumer_config(cfg)
+        self.incremental = is_incremental(self.conf)
+        self.ctx = BatchContext(conn, TableCatalog(), spec, cfg.group_id, cfg.handler_retries)
+        self.buffer = BatchBuffer(cfg.batch)
+        self.claims: dict[TP, Claim] = {}
+        self.failure: BaseException | None = None
+        self.consumer = Consumer(self.conf, logger=logging.getLogger("eos_pipeline.librdkafka"))
+        self.consumer.subscribe(
+            list(cfg.topics),
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+
+    # Rebalance callbacks: a few lines each, named methods do the work.
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.stats.rebalances += 1
+        try:
+            assigned = self._claim([(p.topic, p.partition) for p in partitions])
+        except BaseException as exc:
+            self.failure, assigned = exc, []
+        self._assign(assigned)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.stats.rebalances += 1
+        try:
+            self._finish_for_revoke()
+        finally:
+            self._release([(p.topic, p.partition) for p in partitions])
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.stats.rebalances += 1
+        self._release([(p.topic, p.partition) for p in partitions])
+
+    # -- assignment ---------------------------------------------------------------------------
+    def _claim(self, tps: Sequence[TP]) -> list[TopicPartition]:
+        if not tps:
+            return []
+        claims = claim(self.conn, self.cfg.group_id, self.cfg.owner, tps)
+        self.claims.update(claims)
+        log.info(
+            "assigned %s",
+            ", ".join(
+                f"{t}[{p}]@{_fmt(c.next_offset)} epoch {c.epoch}"
+                for (t, p), c in sorted(claims.items())
+            ),
+        )
+        return [
+            TopicPartition(c.topic, c.partition, start_offset(c, self.cfg.start))
+            for c in claims.values()
+        ]
+
+    def _assign(self, partitions: list[TopicPartition]) -> None:
+        if self.incremental:
+            self.consumer.incremental_assign(partitions)
+        else:
+            self.consumer.assign(partitions)
+
+    def _release(self, tps: Sequence[TP]) -> None:
+        """Forget partitions: drop their buffered records; never commit for them again."""
+        dropped = self.buffer.drop(set(tps))
+        for tp in tps:
+            self.claims.pop(tp, None)
+        if tps:
+            log.info("released %s (%d buffered records dropped)", _names(tps), dropped)
+        parts = [TopicPartition(t, p) for t, p in tps]
+        if self.incremental:
+            self.consumer.incremental_unassign(parts)
+        else:
+            self.consumer.unassign()
+
+    def _finish_for_revoke(self) -> None:
+        """Commit the in-flight batch within the revoke budget, or drop it."""
+        if not self.buffer.items or self.failure is not None:
+            return
+        try:
+            self.flush(statement_timeout_ms=revoke_timeout_ms(self.conf, self.cfg.revoke_budget))
+        except Exception as exc:
+            log.warning("in-flight batch dropped on revoke: %s", exc)
+            self.failure = self.failure or exc
+            self.buffer.take()
+
+    # -- the loop -----------------------------------------------------------------------------
+    def step(self) -> None:
+        """Poll once, buffer what came, commit when the batch is due."""
+        now = time.monotonic()
+        messages = self.consumer.consume(
+            num_messages=max(min(self.buffer.room(), 1000), 1),
+            timeout=max(self.buffer.time_left(now), 0.01) if self.buffer.items else 0.2,
+        )
+        self._raise_failure()
+        self.buffer.add(self._accept(messages), time.monotonic())
+        if self.buffer.is_due(time.monotonic()):
+            self.flush()
+
+    def _accept(self, messages: Iterable[Message]) -> Iterable[Item]:
+        for m in messages:
+            err = m.error()
+            if err is not None:
+                self._on_kafka_error(err)
+                continue
+            topic, partition, offset = str(m.topic()), int(m.partition() or 0), int(m.offset() or 0)
+            c = self.claims.get((topic, partition))
+            if c is None or (c.next_offset is not None and offset < c.next_offset):
+                continue  # not ours (any more), or already committed
+            self.stats.consumed += 1
+            yield decode_record(
+                self.spec,
+                topic,
+                partition,
+                offset,
+                _as_bytes(m.key()),
+                _as_bytes(m.value()),
+                m.timestamp()[1],
+                _headers(m.headers()),
+            )
+
+    def _on_kafka_error(self, err: RdKafkaError) -> None:
+        if err.code() == RdKafkaError._PARTITION_EOF:
+            return
+        if err.fatal():
+            raise KafkaError(f"fatal consumer error: {err.str()}")
+        log.warning("consumer: %s", err.str())
+
+    def _raise_failure(self) -> None:
+        if self.failure is not None:
+            failure, self.failure = self.failure, None
+            raise failure
+
+    def flush(self, statement_timeout_ms: int | None = None) -> None:
+        """Commit everything buffered; partitions found fenced are handled and left out."""
+        items = self.buffer.take()
+        while items:
+            result = commit_batch(self.ctx, self.claims, items, statement_timeout_ms)
+            if not result.fenced:
+                self._committed(result)
+                return
+            self._fenced(result.fenced)
+            items = without(items, result.fenced.keys())
+
+    def _committed(self, result: CommitResult) -> None:
+        for tp, offset in result.committed.items():
+            self.claims[tp] = self.claims[tp].advanced(offset)
+        self.stats.batches += 1
+        self.stats.committed += result.events
+        self.stats.dead_letters += result.dead_letters
+        self.on_commit(result)
+
+    def _fenced(self, outcomes: Mapping[TP, Outcome]) -> None:
+        """LOST: stop fetching and never commit. RECLAIM: claim again, restart from the row."""
+        self.stats.fenced += len(outcomes)
+        lost = [tp for tp, o in outcomes.items() if o is Outcome.LOST]
+        reclaim = [tp for tp, o in outcomes.items() if o is Outcome.RECLAIM]
+        if lost:
+            log.warning("fenced: %s now owned by another consumer; stopping them", _names(lost))
+            for tp in lost:
+                self.claims.pop(tp, None)
+            self.consumer.pause([TopicPartition(t, p) for t, p in lost])
+        if reclaim:
+            log.warning("fenced: %s reset by a replay; re-claiming", _names(reclaim))
+            for position in self._claim(reclaim):
+                self.consumer.seek(position)
+
+    def close(self, commit: bool) -> None:
+        """Leave the group; with commit=True the in-flight batch is committed first."""
+        try:
+            if commit and self.failure is None:
+                self.flush()
+        finally:
+            if not commit:
+                self.buffer.take()
+                self.failure = self.failure or EosError("closing without commit")
+            try:
+                self.consumer.close()
+            except (KafkaException, RuntimeError) as exc:
+                log.warning("consumer close: %s", exc)
+
+
+def _as_bytes(value: str | bytes | None) -> bytes | None:
+    return value.encode() if isinstance(value, str) else value
+
+
+def _headers(raw: Any) -> Headers:
+    if not raw:
+        return ()
+    items = raw.items() if isinstance(raw, dict) else raw
+    return tuple((str(k), _as_bytes(v)) for k, v in items)
+
+
+def _fmt(offset: int | None) -> str:
+    return "start" if offset is None else str(offset)
+
+
+def _names(tps: Iterable[TP]) -> str:
+    return ", ".join(f"{t}[{p}]" for t, p in sorted(tps))
+
+
+# -- the pipeline: sessions, recovery, signals ------------------------------------------------
+class Pipeline:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        spec: HandlerSpec | None = None,
+        observers: Sequence[BatchObserver] = (),
+        on_commit: Callable[[CommitResult], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.spec = spec or load_handler(cfg.handler)
+        self.observers = list(observers)
+        self.stats = RunStats()
+        self._stop = threading.Event()
+        self._on_commit_extra = on_commit
+        self._seen = 0
+        self._last_progress = time.monotonic()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        """First SIGINT/SIGTERM: finish the batch and exit 0. Second: exit at once."""
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            if self._stop.is_set():
+                log.warning("second signal: exiting now; the open transaction rolls back")
+                os._exit(128 + signum)
+            log.info("signal %d: committing the in-flight batch, then stopping", signum)
+            self._stop.set()
+
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+
+    def _stop_if_idle(self) -> None:
+        if self.cfg.idle_exit_s is None:
+            return
+        now = time.monotonic()
+        if self.stats.consumed != self._seen:
+            self._seen, self._last_progress = self.stats.consumed, now
+        elif now - self._last_progress >= self.cfg.idle_exit_s:
+            log.info("idle for %.1f s: stopping", self.cfg.idle_exit_s)
+            self._stop.set()
+
+    def _committed(self, result: CommitResult) -> None:
+        for o in self.observers:
+            o.batch_committed(1)
+        if self._on_commit_extra is not None:
+            self._on_commit_extra(result)
+
+    def run(self) -> RunStats:
+        for o in self.observers:
+            o.start()
+        try:
+            attempt = 0
+            while not self._stop.is_set():
+                try:
+                    self._run_session()
+                    attempt = 0
+                except (TransientError, ConnectionFailed, KafkaError) as exc:
+                    delay = backoff_delay(attempt)
+                    attempt += 1
+                    log.warning("%s; retrying in %.1f s", exc, delay)
+                    self._stop.wait(delay)
+        finally:
+            for o in self.observers:
+                o.stop()
+        log.info(
+            "stopped: %d consumed, %d committed, %d dead letters, %d batches",
+            self.stats.consumed,
+            self.stats.committed,
+            self.stats.dead_letters,
+            self.stats.batches,
+        )
+        return self.stats
+
+    def _run_session(self) -> None:
+        conn = connect(self.cfg.database_url, application_name=f"eos-pipeline {self.cfg.owner}")
+        try:
+            prepare_connection(conn)
+            self.stats.sessions += 1
+            session = Session(self.cfg, self.spec, conn, self.stats, self._committed)
+            clean = False
+            try:
+                while not self._stop.is_set():
+                    session.step()
+                    self._stop_if_idle()
+                clean = True
+            finally:
+                session.close(commit=clean)
+        finally:
+            conn.close()

@@ -1,0 +1,145 @@
+"""One batch, one PostgreSQL transaction: the handler's results and the offsets commit together.
+
+The steps, in order, each marked in `commit_batch`:
+  1. lock the batch's `eos_offsets` rows in a fixed order and check the epoch fence;
+  2. run the handler over the batch's events (bounded retries, then bisection isolates the
+     failing events as dead letters);
+  3. write the dead letters;
+  4. advance each partition's next_offset, requiring exactly one row per partition;
+  5. commit.
+A fenced partition rolls the whole transaction back; the caller redoes the batch without it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import psycopg
+
+from .batching import Item, next_offsets
+from .errors import PartitionFenced, TransientError, database_errors, is_transient
+from .events import DeadLetter, Event, TopicPartition
+from .handlers import HandlerSpec
+from .offsets import Claim, Outcome, advance, fence_outcome, lock_rows
+from .writer import Conn, TableCatalog, Writer, write_dead_letters
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    """Committed next offsets, or (nothing committed) the partitions whose fence failed."""
+
+    committed: Mapping[TopicPartition, int] = field(default_factory=dict)
+    fenced: Mapping[TopicPartition, Outcome] = field(default_factory=dict)
+    events: int = 0
+    dead_letters: int = 0
+
+
+@dataclass(frozen=True)
+class BatchContext:
+    """What stays the same from batch to batch of one consumer."""
+
+    conn: Conn
+    catalog: TableCatalog
+    spec: HandlerSpec
+    group: str
+    handler_retries: int = 2
+
+
+def commit_batch(
+    ctx: BatchContext,
+    claims: Mapping[TopicPartition, Claim],
+    items: Sequence[Item],
+    statement_timeout_ms: int | None = None,
+) -> CommitResult:
+    targets = next_offsets(items)
+    mine = [claims[tp] for tp in sorted(targets)]
+    with database_errors("batch commit"), ctx.conn.transaction(), ctx.conn.cursor() as cur:
+        if statement_timeout_ms:
+            cur.execute(f"SET LOCAL statement_timeout = {int(statement_timeout_ms)}")
+        # 1. lock + fence
+        rows = lock_rows(cur, ctx.group, targets)
+        fenced = {
+            c.key: outcome
+            for c in mine
+            if (outcome := fence_outcome(c, rows.get(c.key))) is not Outcome.OWNED
+        }
+        if fenced:
+            raise psycopg.Rollback()
+        # 2. handler writes
+        writer = Writer(ctx.conn, ctx.catalog)
+        events = [i for i in items if isinstance(i, Event)]
+        _run_handler(ctx, events, writer)
+        # 3. dead letters
+        letters = [i for i in items if isinstance(i, DeadLetter)] + writer.dead_letters
+        write_dead_letters(writer, letters)
+        # 4. advance offsets behind the fence
+        if advance(cur, ctx.group, mine, targets) != len(mine):
+            raise PartitionFenced(sorted(targets))
+    # 5. committed (the transaction block exited cleanly), unless step 1 rolled back
+    if fenced:
+        return CommitResult(fenced=fenced)
+    return CommitResult(
+        committed=targets,
+        events=len(events) - len(writer.dead_letters),
+        dead_letters=len(letters),
+    )
+
+
+def _run_handler(ctx: BatchContext, events: Sequence[Event], writer: Writer) -> None:
+    """Retry the whole batch a bounded number of times, then isolate what fails."""
+    if not events:
+        return
+    error: Exception | None = None
+    for attempt in range(ctx.handler_retries + 1):
+        error = _attempt(ctx, events, writer)
+        if error is None:
+            return
+        log.warning(
+            "handler %s failed on %d events (attempt %d/%d): %s: %s",
+            ctx.spec.name,
+            len(events),
+            attempt + 1,
+            ctx.handler_retries + 1,
+            type(error).__name__,
+            error,
+        )
+    assert error is not None
+    _isolate(ctx, events, writer, error)
+
+
+def _attempt(ctx: BatchContext, events: Sequence[Event], writer: Writer) -> Exception | None:
+    """Run the handler inside a savepoint; its writes and dead letters vanish if it fails."""
+    mark = len(writer.dead_letters)
+    try:
+        with ctx.conn.transaction():
+            ctx.spec.handle(events, writer)
+    except Exception as exc:
+        if is_transient(exc) or isinstance(exc, TransientError):
+            raise
+        del writer.dead_letters[mark:]
+        return exc
+    return None
+
+
+def _isolate(ctx: BatchContext, events: Sequence[Event], writer: Writer, error: Exception) -> None:
+    """Bisect events known to fail: halves that succeed are kept, single failing events
+    become dead letters carrying the error."""
+    if len(events) == 1:
+        writer.dead_letter(events[0], "HandlerError", f"{type(error).__name__}: {error}")
+        log.warning(
+            "dead letter %s[%d]@%d: handler failed: %s",
+            events[0].topic,
+            events[0].partition,
+            events[0].offset,
+            error,
+        )
+        return
+    mid = len(events) // 2
+    for half in (events[:mid], events[mid:]):
+        half_error = _attempt(ctx, half, writer)
+        if half_error is not None:
+            _isolate(ctx, half, writer, half_error)
