@@ -17,7 +17,10 @@ from .logs import setup_logging
 log = logging.getLogger("eos_pipeline")
 
 # Subcommand modules, in the order `--help` lists them.
-COMMAND_MODULES = ("eos_pipeline.commands.migrate",)
+COMMAND_MODULES = (
+    "eos_pipeline.commands.migrate",
+    "eos_pipeline.commands.views",
+)
 
 EPILOG = """\
 Settings come from, highest first: command-line flags, EOS_* environment variables

@@ -2,6 +2,7 @@
 
     EosError                     anything eos-pipeline reports; its message says what to do
     ├── ConfigError              a bad setting or argument (exit code 2)
+    │   └── UnknownView          a view name no registered definition has
     ├── ConnectionFailed         a server could not be reached (exit code 2 at start-up)
     │   ├── DatabaseUnavailable
     │   └── KafkaUnavailable
@@ -11,7 +12,8 @@
     ├── ProducerFenced           a newer producer with the same transactional.id took over
     ├── TransactionAborted       a Kafka transaction was aborted: rewind and redo its batch
     ├── KafkaError               a Kafka operation failed for good
-    └── HandlerError             a handler raised; carries the failing events
+    ├── HandlerError             a handler raised; carries the failing events
+    └── ViewError                a view is missing from the database or cannot be refreshed
 
 Errors of psycopg and confluent-kafka are translated at the boundary by `database_errors()`
 so callers only ever catch these.
@@ -35,6 +37,10 @@ class EosError(Exception):
 
 class ConfigError(EosError):
     exit_code = 2
+
+
+class UnknownView(ConfigError):
+    """A view name that neither the built-in views nor the given view modules declare."""
 
 
 class ConnectionFailed(EosError):
@@ -92,6 +98,10 @@ class HandlerError(EosError):
     def __init__(self, message: str, events: Sequence[Any] = ()) -> None:
         super().__init__(message)
         self.events = tuple(events)
+
+
+class ViewError(EosError):
+    """A declared view is not in the database (its migration has not run) or is unusable."""
 
 
 # SQLSTATE classes worth a retry: connection exceptions, serialization failure, deadlock,
