@@ -76,8 +76,9 @@ def view_errors(what: str, view: str) -> Iterator[None]:
         with database_errors(f"{what} of {view}"):
             yield
     except pg_errors.UndefinedTable as exc:
+        detail = exc.diag.message_primary or reason(exc)
         raise ViewError(
-            f"{what} of {view}: {exc.diag.message_primary or reason(exc)}; run the migration that creates it"
+            f"{what} of {view}: {detail}; run the migration that creates it"
             " (create_view_op), e.g. `python -m eos_pipeline migrate`"
         ) from None
 
