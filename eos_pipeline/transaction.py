@@ -1,13 +1,15 @@
 """One batch, one PostgreSQL transaction: the handler's results and the offsets commit together.
 
 The steps, in order, each marked in `commit_batch`:
-  1. lock the batch's `eos_offsets` rows in a fixed order and check the epoch fence;
-  2. run the handler over the batch's events (bounded retries, then bisection isolates the
+  1. run the handler over the batch's events (bounded retries, then bisection isolates the
      failing events as dead letters);
-  3. write the dead letters;
+  2. write the dead letters;
+  3. lock the batch's `eos_offsets` rows in a fixed order and check the epoch fence;
   4. advance each partition's next_offset, requiring exactly one row per partition;
   5. commit.
-A fenced partition rolls the whole transaction back; the caller redoes the batch without it.
+The fence is checked last, so a consumer stalled in its handler never holds the offsets rows
+a new owner needs; if a partition turns out fenced, the whole transaction rolls back and the
+caller redoes the batch without it.
 """
 
 from __future__ import annotations
@@ -57,29 +59,29 @@ def commit_batch(
 ) -> CommitResult:
     targets = next_offsets(items)
     mine = [claims[tp] for tp in sorted(targets)]
+    fenced: dict[TopicPartition, Outcome] = {}
     with database_errors("batch commit"), ctx.conn.transaction(), ctx.conn.cursor() as cur:
         if statement_timeout_ms:
             cur.execute(f"SET LOCAL statement_timeout = {int(statement_timeout_ms)}")
-        # 1. lock + fence
-        rows = lock_rows(cur, ctx.group, targets)
-        fenced = {
-            c.key: outcome
-            for c in mine
-            if (outcome := fence_outcome(c, rows.get(c.key))) is not Outcome.OWNED
-        }
-        if fenced:
-            raise psycopg.Rollback()
-        # 2. handler writes
+        # 1. handler writes
         writer = Writer(ctx.conn, ctx.catalog)
         events = [i for i in items if isinstance(i, Event)]
         _run_handler(ctx, events, writer)
-        # 3. dead letters
+        # 2. dead letters
         letters = [i for i in items if isinstance(i, DeadLetter)] + writer.dead_letters
         write_dead_letters(writer, letters)
+        # 3. lock the offsets rows (fixed order) and check the fence
+        rows = lock_rows(cur, ctx.group, targets)
+        for c in mine:
+            outcome = fence_outcome(c, rows.get(c.key))
+            if outcome is not Outcome.OWNED:
+                fenced[c.key] = outcome
+        if fenced:
+            raise psycopg.Rollback()
         # 4. advance offsets behind the fence
         if advance(cur, ctx.group, mine, targets) != len(mine):
             raise PartitionFenced(sorted(targets))
-    # 5. committed (the transaction block exited cleanly), unless step 1 rolled back
+    # 5. committed when the block exited cleanly; rolled back when step 3 found a fence
     if fenced:
         return CommitResult(fenced=fenced)
     return CommitResult(

@@ -135,7 +135,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     pipeline.install_signal_handlers()
     log.info(
         "running %s: group %s, topics %s, database %s",
-        spec.name, cfg.group_id, ", ".join(cfg.topics), mask_url(cfg.database_url),
+        spec.name,
+        cfg.group_id,
+        ", ".join(cfg.topics),
+        mask_url(cfg.database_url),
     )
     pipeline.run()
     return 0

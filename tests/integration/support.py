@@ -1,0 +1,211 @@
+"""Helpers for the end-to-end tests: real subprocesses, real broker, real database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import psycopg
+
+from eos_pipeline.audit import AuditReport, Record, audit, read_topic
+from eos_pipeline.db import conninfo
+
+ROOT = Path(__file__).resolve().parents[2]
+FAST_GROUP = ("session.timeout.ms=3000", "heartbeat.interval.ms=500")
+
+
+def cli(bootstrap: str, database_url: str, *args: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "eos_pipeline",
+        "--bootstrap",
+        bootstrap,
+        "--database-url",
+        database_url,
+        *args,
+    ]
+
+
+def produce(
+    bootstrap: str,
+    topic: str,
+    n: int,
+    seed: int,
+    poison_rate: float = 0.0,
+    batch_size: int = 500,
+    extra: Sequence[str] = (),
+) -> None:
+    """Produce n generated orders events in Kafka transactions (blocks until committed)."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "eos_pipeline",
+            "--bootstrap",
+            bootstrap,
+            "produce",
+            "--topic",
+            topic,
+            "--generate",
+            str(n),
+            "--seed",
+            str(seed),
+            "--poison-rate",
+            str(poison_rate),
+            "--batch-size",
+            str(batch_size),
+            *extra,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+def start_producer(
+    bootstrap: str, topic: str, n: int, seed: int, poison_rate: float = 0.0, batch_size: int = 200
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "eos_pipeline",
+            "--bootstrap",
+            bootstrap,
+            "produce",
+            "--topic",
+            topic,
+            "--generate",
+            str(n),
+            "--seed",
+            str(seed),
+            "--poison-rate",
+            str(poison_rate),
+            "--batch-size",
+            str(batch_size),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+class PipelineProcess:
+    """`python -m eos_pipeline run` as a child process, its log kept in a file."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        database_url: str,
+        topic: str,
+        group: str,
+        log_dir: Path,
+        *extra: str,
+        name: str = "p",
+    ) -> None:
+        self.args = cli(
+            bootstrap,
+            database_url,
+            "run",
+            "--topic",
+            topic,
+            "--group",
+            group,
+            "--batch-size",
+            "200",
+            "--batch-timeout-ms",
+            "50",
+            *[a for kv in FAST_GROUP for a in ("--kafka-config", kv)],
+            *extra,
+        )
+        self.log_dir = log_dir
+        self.name = name
+        self.starts = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> PipelineProcess:
+        self.starts += 1
+        log = open(self.log_dir / f"{self.name}-{self.starts}.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        log.close()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM: the pipeline commits its in-flight batch and exits 0."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}"
+            for p in sorted(self.log_dir.glob(f"{self.name}-*.log"))
+        )
+
+
+def stored_offsets(database_url: str, group: str) -> dict[tuple[str, int], int]:
+    with psycopg.connect(conninfo(database_url)) as conn:
+        rows = conn.execute(
+            "SELECT topic, partition, next_offset FROM eos_offsets "
+            "WHERE consumer_group = %s AND next_offset IS NOT NULL",
+            (group,),
+        ).fetchall()
+    return {(t, p): n for t, p, n in rows}
+
+
+def wait_caught_up(
+    database_url: str,
+    group: str,
+    records: Sequence[Record],
+    timeout: float = 90,
+    alive: Callable[[], bool] | None = None,
+) -> None:
+    """Until every partition's stored next_offset is past its last record."""
+    last: dict[tuple[str, int], int] = {}
+    for r in records:
+        last[(r.topic, r.partition)] = max(last.get((r.topic, r.partition), -1), r.offset)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stored = stored_offsets(database_url, group)
+        if all(stored.get(tp, 0) > off for tp, off in last.items()):
+            return
+        if alive is not None and not alive():
+            raise AssertionError("no pipeline process is running")
+        time.sleep(0.3)
+    raise AssertionError(f"not caught up after {timeout}s: stored {stored}, last {last}")
+
+
+def check_exactly_once(
+    bootstrap: str, database_url: str, topic: str, group: str, expect_records: int | None = None
+) -> AuditReport:
+    records = read_topic(bootstrap, topic)
+    if expect_records is not None:
+        assert len(records) == expect_records
+    with psycopg.connect(conninfo(database_url)) as conn:
+        report = audit(conn, records, group)
+    assert report.ok, report.summary()
+    assert report.processed + report.dead_letters == len(records)
+    return report
+
+
+def env_with_path() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT)}

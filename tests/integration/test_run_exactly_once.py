@@ -1,0 +1,379 @@
+"""`run` end to end on the real broker and server: crashes, rebalances, zombies, poison,
+aborted transactions. Each test ends with an audit: every source offset is in `order_events` or
+`dead_letters` exactly once, and `orders` equals a fold of the topic computed independently."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from eos_pipeline.audit import read_topic
+from eos_pipeline.db import conninfo
+
+from .support import (
+    PipelineProcess,
+    check_exactly_once,
+    cli,
+    produce,
+    start_producer,
+    wait_caught_up,
+)
+
+
+def _run_until_idle(
+    bootstrap: str, database_url: str, topic: str, group: str, *extra: str, idle: float = 3.0
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        cli(
+            bootstrap,
+            database_url,
+            "run",
+            "--topic",
+            topic,
+            "--group",
+            group,
+            "--exit-when-idle",
+            str(idle),
+            *extra,
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_poison_messages_become_dead_letters(
+    kafka_bootstrap: str,
+    database_url: str,
+    new_topic: Callable[..., str],
+    group_id: str,
+    db: psycopg.Connection[tuple[object, ...]],
+) -> None:
+    topic = new_topic(partitions=2)
+    ts = "2026-12-04T10:00:00+00:00"
+    poison: list[tuple[bytes, bytes | None, str]] = [
+        (
+            b"o-1",
+            b'{"type":"order_created","order_id":"o-1","customer_id":"c","ts":"%s"}' % ts.encode(),
+            "",
+        ),
+        (b"o-1", b"\xff\xfe\x00garbage", "DecodeError"),
+        (b"o-1", b'{"type": "order_paid", ', "InvalidJson"),
+        (b"o-1", None, "DecodeError"),
+        (
+            b"o-1",
+            b'{"type":"order_paid","order_id":"o-1","ts":"%s"}' % ts.encode(),
+            "ValidationError",
+        ),
+        (
+            b"o-1",
+            b'{"type":"item_added","order_id":"o-1","sku":"s","quantity":0,'
+            b'"unit_price":"1.00","ts":"%s"}' % ts.encode(),
+            "ValidationError",
+        ),
+        (
+            b"o-1",
+            b'{"type":"order_paid","order_id":"o-1","amount":"12.x","ts":"%s"}' % ts.encode(),
+            "ValidationError",
+        ),
+        (b"o-1", b'{"type":"order_shipped","order_id":"o-1","ts":"yesterday"}', "ValidationError"),
+        (
+            b"o-1",
+            b'{"type":"order_teleported","order_id":"o-1","ts":"%s"}' % ts.encode(),
+            "ValidationError",
+        ),
+        (
+            b"o-2",
+            b'{"type":"order_paid","order_id":"o-2","amount":"1.00","ts":"%s"}' % ts.encode(),
+            "UnknownOrder",
+        ),
+        (
+            b"o-1",
+            b'{"type":"order_paid","order_id":"o-1","amount":"5.00","ts":"%s"}' % ts.encode(),
+            "",
+        ),
+    ]
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    for key, value, _ in poison:
+        producer.produce(topic, key=key, value=value, partition=0)
+    producer.flush(10)
+    produce(kafka_bootstrap, topic, 400, seed=7, poison_rate=0.1)
+
+    done = _run_until_idle(kafka_bootstrap, database_url, topic, group_id)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    report = check_exactly_once(kafka_bootstrap, database_url, topic, group_id)
+    assert report.dead_letters > len([p for p in poison if p[2]])
+    rows = db.execute(
+        "SELECT src_offset, error_class, error_message FROM dead_letters "
+        "WHERE src_partition = 0 AND src_offset < %s ORDER BY src_offset",
+        (len(poison),),
+    ).fetchall()
+    expected = [(i, cls) for i, (_, _, cls) in enumerate(poison) if cls]
+    assert [(off, cls) for off, cls, _ in rows] == expected
+    assert all(msg for _, _, msg in rows)
+    paid = db.execute("SELECT status, paid_amount FROM orders WHERE order_id = 'o-1'").fetchone()
+    assert paid is not None and paid[0] == "paid" and str(paid[1]) == "5.00"
+
+
+def test_aborted_transactions_never_appear(
+    kafka_bootstrap: str,
+    database_url: str,
+    new_topic: Callable[..., str],
+    group_id: str,
+    db: psycopg.Connection[tuple[object, ...]],
+) -> None:
+    topic = new_topic(partitions=1)
+    producer = Producer(
+        {"bootstrap.servers": kafka_bootstrap, "transactional.id": f"abort-{uuid.uuid4().hex}"}
+    )
+    producer.init_transactions(30)
+    ts = "2026-12-04T10:00:00+00:00"
+
+    def created(oid: str) -> bytes:
+        return (
+            '{"type":"order_created","order_id":"%s","customer_id":"c","ts":"%s"}' % (oid, ts)
+        ).encode()
+
+    for batch, commit in (("a", True), ("b", False), ("c", True)):
+        producer.begin_transaction()
+        for i in range(50):
+            producer.produce(topic, key=f"{batch}{i}".encode(), value=created(f"{batch}{i}"))
+        producer.flush(10)
+        if commit:
+            producer.commit_transaction(30)
+        else:
+            producer.abort_transaction(30)
+
+    done = _run_until_idle(kafka_bootstrap, database_url, topic, group_id)
+    assert done.returncode == 0, done.stderr[-3000:]
+    check_exactly_once(kafka_bootstrap, database_url, topic, group_id, expect_records=100)
+    ids = {r[0] for r in db.execute("SELECT order_id FROM orders").fetchall()}
+    assert ids == {f"a{i}" for i in range(50)} | {f"c{i}" for i in range(50)}
+
+
+def test_offsets_committed_in_kafka_are_ignored(
+    kafka_bootstrap: str,
+    database_url: str,
+    new_topic: Callable[..., str],
+    group_id: str,
+) -> None:
+    topic = new_topic(partitions=1)
+    produce(kafka_bootstrap, topic, 300, seed=3)
+    bogus = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group_id})
+    bogus.commit(offsets=[TopicPartition(topic, 0, 250)], asynchronous=False)
+    bogus.close()
+
+    done = _run_until_idle(kafka_bootstrap, database_url, topic, group_id)
+    assert done.returncode == 0, done.stderr[-3000:]
+    check_exactly_once(kafka_bootstrap, database_url, topic, group_id, expect_records=300)
+
+
+def test_start_latest_skips_what_was_there(
+    kafka_bootstrap: str,
+    database_url: str,
+    new_topic: Callable[..., str],
+    group_id: str,
+    db: psycopg.Connection[tuple[object, ...]],
+) -> None:
+    topic = new_topic(partitions=1)
+    produce(kafka_bootstrap, topic, 100, seed=4)
+    done = _run_until_idle(
+        kafka_bootstrap, database_url, topic, group_id, "--start", "latest", idle=2.0
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert db.execute("SELECT count(*) FROM order_events").fetchone() == (0,)
+
+
+def test_sigkill_at_random_moments(
+    kafka_bootstrap: str,
+    database_url: str,
+    new_topic: Callable[..., str],
+    group_id: str,
+    tmp_path: Path,
+) -> None:
+    topic = new_topic(partitions=3)
+    rng = random.Random(11)
+    feeder = start_producer(kafka_bootstrap, topic, 8000, seed=11, poison_rate=0.02)
+    pipeline = PipelineProcess(kafka_bootstrap, database_url, topic, group_id, tmp_path)
+    kills = 0
+    try:
+        for _ in range(5):
+            pipeline.start()
+            time.sleep(rng.uniform(1.5, 4.0))
+            assert pipeline.running, pipeline.logs()
+            pipeline.kill()
+            kills += 1
+        assert feeder.wait(120) == 0
+        pipeline.start()
+        wait_caught_up(
+            database_url,
+            group_id,
+            read_topic(kafka_bootstrap, topic),
+            alive=lambda: pipeline.running,
+        )
+        assert pipeline.stop() == 0, pipeline.logs()
+    finally:
+        pipeline.kill()
+        feeder.kill()
+    assert kills == 5
+    report = check_exactly_once(kafka_bootstrap, database_url, topic, group_id)
+    assert report.records >= 8000
+
+
+@pytest.mark.parametrize("assignor", ["cooperative-sticky", "range"])
+def test_rebalances_with_three_processes(
+    kafka_bootstrap: str,
+    database_url: str,
+    new_topic: Callable[..., str],
+    group_id: str,
+    tmp_path: Path,
+    assignor: str,
+) -> None:
+    topic = new_topic(partitions=6)
+    feeder = start_producer(kafka_bootstrap, topic, 9000, seed=21, poison_rate=0.01)
+    procs = [
+        PipelineProcess(
+            kafka_bootstrap,
+            database_url,
+            topic,
+            group_id,
+            tmp_path,
+            "--assignor",
+            assignor,
+            name=f"p{i}",
+        )
+        for i in range(3)
+    ]
+    try:
+        procs[0].start()
+        time.sleep(2)
+        procs[1].start()
+        time.sleep(2)
+        procs[2].start()
+        time.sleep(3)
+        assert procs[0].stop() == 0, procs[0].logs()  # graceful: commits, leaves
+        time.sleep(2)
+        procs[1].kill()
+        procs[0].start()
+        time.sleep(3)
+        assert procs[2].stop() == 0, procs[2].logs()
+        procs[1].start()
+        assert feeder.wait(120) == 0
+        wait_caught_up(
+            database_url,
+            group_id,
+            read_topic(kafka_bootstrap, topic),
+            alive=lambda: any(p.running for p in procs),
+        )
+        for p in procs:
+            if p.running:
+                assert p.stop() == 0, p.logs()
+    finally:
+        for p in procs:
+            p.kill()
+        feeder.kill()
+    check_exactly_once(kafka_bootstrap, database_url, topic, group_id)
+
+
+def test_zombie_commit_is_rejected_by_the_fence(
+    kafka_bootstrap: str,
+    database_url: str,
+    new_topic: Callable[..., str],
+    group_id: str,
+    tmp_path: Path,
+) -> None:
+    topic = new_topic(partitions=2)
+    produce(kafka_bootstrap, topic, 2000, seed=31)
+    marker = tmp_path / "stalled"
+    zombie_env = {
+        **os.environ,
+        "EOS_TEST_STALL_FILE": str(marker),
+        "EOS_TEST_STALL_SECONDS": "12",
+    }
+    zombie = PipelineProcess(
+        kafka_bootstrap,
+        database_url,
+        topic,
+        group_id,
+        tmp_path,
+        "--handler",
+        "tests.integration.stall_handler:handler",
+        "--kafka-config",
+        "max.poll.interval.ms=4000",
+        name="zombie",
+    )
+    healthy = PipelineProcess(
+        kafka_bootstrap, database_url, topic, group_id, tmp_path, name="healthy"
+    )
+    try:
+        zombie.args = zombie.args  # started with the stall switched on:
+        log = open(tmp_path / "zombie-1.log", "wb")  # noqa: SIM115
+        zombie.starts = 1
+        zombie.proc = subprocess.Popen(
+            zombie.args, stdout=log, stderr=subprocess.STDOUT, env=zombie_env
+        )
+        log.close()
+        deadline = time.monotonic() + 30
+        while not marker.exists():
+            assert time.monotonic() < deadline, zombie.logs()
+            time.sleep(0.1)
+        healthy.start()
+        records = read_topic(kafka_bootstrap, topic)
+        wait_caught_up(database_url, group_id, records, alive=lambda: healthy.running)
+        # The zombie wakes up (12 s stall) and tries to commit its stalled batch.
+        deadline = time.monotonic() + 30
+        while "fenced" not in zombie.logs():
+            assert time.monotonic() < deadline, zombie.logs()
+            time.sleep(0.3)
+        time.sleep(2)
+        assert zombie.stop() == 0, zombie.logs()
+        assert healthy.stop() == 0, healthy.logs()
+    finally:
+        zombie.kill()
+        healthy.kill()
+    assert "fenced" in zombie.logs()
+    check_exactly_once(kafka_bootstrap, database_url, topic, group_id, expect_records=2000)
+
+
+def test_handler_failures_are_isolated_by_bisection(
+    kafka_bootstrap: str,
+    database_url: str,
+    new_topic: Callable[..., str],
+    group_id: str,
+    db: psycopg.Connection[tuple[object, ...]],
+) -> None:
+    topic = new_topic(partitions=1)
+    produce(kafka_bootstrap, topic, 600, seed=41)
+    done = _run_until_idle(
+        kafka_bootstrap,
+        database_url,
+        topic,
+        group_id,
+        "--handler",
+        "tests.integration.stall_handler:exploding",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    failed = db.execute(
+        "SELECT count(*) FROM dead_letters WHERE error_class = 'HandlerError' "
+        "AND error_message LIKE 'RuntimeError: cannot handle %%'"
+    ).fetchone()
+    created_7 = db.execute(
+        "SELECT count(*) FROM order_events WHERE type = 'order_created' AND order_id LIKE '%%7'"
+    ).fetchone()
+    assert failed is not None and failed[0] > 0
+    assert created_7 == (0,)
+    with psycopg.connect(conninfo(database_url)) as conn:
+        total = conn.execute(
+            "SELECT (SELECT count(*) FROM order_events) + (SELECT count(*) FROM dead_letters)"
+        ).fetchone()
+    assert total == (600,)
