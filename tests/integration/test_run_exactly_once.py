@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import orjson
 import psycopg
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -140,9 +141,9 @@ def test_aborted_transactions_never_appear(
     ts = "2026-12-04T10:00:00+00:00"
 
     def created(oid: str) -> bytes:
-        return (
-            '{"type":"order_created","order_id":"%s","customer_id":"c","ts":"%s"}' % (oid, ts)
-        ).encode()
+        return orjson.dumps(
+            {"type": "order_created", "order_id": oid, "customer_id": "c", "ts": ts}
+        )
 
     for batch, commit in (("a", True), ("b", False), ("c", True)):
         producer.begin_transaction()
