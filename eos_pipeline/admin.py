@@ -51,4 +51,6 @@ def create_topic(
         if err.name() == "TOPIC_ALREADY_EXISTS" and exist_ok:
             return False
         raise KafkaError(f"cannot create topic {name!r}: {err.str()}") from None
+    except TimeoutError:
+        raise KafkaUnavailable(f"cannot create topic {name!r}: Kafka did not answer") from None
     return True

@@ -117,10 +117,11 @@ def producer_config(
         "acks": "all",
         "partitioner": partitioner,
         "transaction.timeout.ms": transaction_timeout_ms,
-        "message.timeout.ms": max(1_000, transaction_timeout_ms - MESSAGE_TIMEOUT_MARGIN_MS),
+        **(extra or {}),
     }
-    conf.update(extra or {})
-    txn_ms, msg_ms = int(conf["transaction.timeout.ms"]), int(conf["message.timeout.ms"])
+    txn_ms = int(conf["transaction.timeout.ms"])
+    conf.setdefault("message.timeout.ms", max(1_000, txn_ms - MESSAGE_TIMEOUT_MARGIN_MS))
+    msg_ms = int(conf["message.timeout.ms"])
     if msg_ms >= txn_ms:
         raise ConfigError(
             f"message.timeout.ms ({msg_ms}) must be below transaction.timeout.ms ({txn_ms})"
