@@ -1,0 +1,122 @@
+"""The Kafka-to-Kafka stage (`run --sink kafka`) against the real broker: each input record
+reaches the output topic exactly once, also through SIGKILLs and rebalances."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+import orjson
+
+from eos_pipeline.orders.generate import generate_orders
+from eos_pipeline.stage import enrich_orders
+
+from .kafka_io import Record, produce_committed, read_committed, run_cli, start_cli
+
+FAST_GROUP = [
+    "--kafka-config",
+    "session.timeout.ms=6000",
+    "--kafka-config",
+    "heartbeat.interval.ms=1000",
+]
+
+
+def stage_args(source: str, output: str, group: str, *extra: str) -> list[str]:
+    return [
+        "run",
+        "--sink",
+        "kafka",
+        "--topic",
+        source,
+        "--group",
+        group,
+        "--output-topic",
+        output,
+        *extra,
+    ]
+
+
+def expected_output(records: Sequence[Record]) -> Counter[Record]:
+    return Counter(out for key, value in records for out in enrich_orders(key, value))  # type: ignore[misc]
+
+
+def test_stage_enriches_every_record_once(
+    kafka_bootstrap: str, new_topic: Callable[..., str], group_id: str
+) -> None:
+    source, output = new_topic(partitions=3), new_topic(partitions=2)
+    records = list(generate_orders(1500, seed=11, poison_rate=0.05))
+    produce_committed(kafka_bootstrap, source, records, batch=500)
+
+    done = run_cli(
+        kafka_bootstrap,
+        stage_args(source, output, group_id, "--exit-when-idle", "2", "--batch-size", "200"),
+    )
+    assert done.returncode == 0, done.stderr
+    seen = read_committed(kafka_bootstrap, output, expect=len(records))
+    assert Counter(seen) == expected_output(records)
+    items = [orjson.loads(v or b"") for k, v in seen if v and b'"item_added"' in v]
+    assert any("line_total" in item for item in items)
+
+
+def test_missing_output_topic_is_one_readable_line(
+    kafka_bootstrap: str, new_topic: Callable[..., str], group_id: str
+) -> None:
+    done = run_cli(kafka_bootstrap, stage_args(new_topic(), "no-such-topic-x", group_id))
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "eos-pipeline: error: topic(s) not found: no-such-topic-x (see `topics create`)"
+    )
+
+
+def test_stage_is_exactly_once_through_sigkills_and_a_rebalance(
+    kafka_bootstrap: str, new_topic: Callable[..., str], group_id: str
+) -> None:
+    source, output = new_topic(partitions=4), new_topic(partitions=2)
+    records = list(generate_orders(3000, seed=5, poison_rate=0.02))
+    produce_committed(kafka_bootstrap, source, records, batch=1000)
+    args = stage_args(
+        source,
+        output,
+        group_id,
+        "--handler",
+        "tests.integration.stage_handlers:slow_enrich",
+        "--batch-size",
+        "100",
+        "--batch-timeout-ms",
+        "500",
+        "--exit-when-idle",
+        "12",
+        *FAST_GROUP,
+    )
+
+    def start(instance: str) -> subprocess.Popen[str]:
+        return start_cli(
+            kafka_bootstrap,
+            [*args, "--transactional-id", f"stage-{instance}-{group_id}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    procs = {"a": start("a")}
+    kills = 0
+    # Kill an instance while it works, restart it (same transactional.id), let a second one
+    # join the group: every step is a rebalance with batches in flight.
+    for step, victim in enumerate(["a", "b", "a", "b"]):
+        time.sleep(2.0)
+        if step == 0:
+            procs["b"] = start("b")
+        assert procs[victim].poll() is None, f"{victim} ended before its kill"
+        procs[victim].send_signal(signal.SIGKILL)
+        procs[victim].wait(10)
+        kills += 1
+        procs[victim] = start(victim)
+
+    for proc in procs.values():
+        assert proc.wait(120) == 0
+    seen = read_committed(kafka_bootstrap, output, expect=len(records))
+    assert kills == 4
+    assert len(seen) == len(records)
+    assert Counter(seen) == expected_output(records)
