@@ -19,6 +19,9 @@ log = logging.getLogger("eos_pipeline")
 # Subcommand modules, in the order `--help` lists them.
 COMMAND_MODULES = (
     "eos_pipeline.commands.migrate",
+    "eos_pipeline.commands.run",
+    "eos_pipeline.commands.produce",
+    "eos_pipeline.commands.topics",
     "eos_pipeline.commands.views",
 )
 
