@@ -405,10 +405,13 @@ class Pipeline:
         try:
             attempt = 0
             while not self._stop.is_set():
+                batches = self.stats.batches
                 try:
                     self._run_session()
                     attempt = 0
                 except (TransientError, ConnectionFailed, KafkaError) as exc:
+                    # A session that committed something was healthy: start backing off anew.
+                    attempt = 0 if self.stats.batches != batches else attempt
                     delay = backoff_delay(attempt)
                     attempt += 1
                     log.warning("%s; retrying in %.1f s", exc, delay)
