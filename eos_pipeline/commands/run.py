@@ -13,7 +13,8 @@ from ..config import Settings
 from ..db import connect, mask_url
 from ..errors import ConfigError
 from ..handlers import DEFAULT_HANDLER, load_handler
-from ..pipeline import Pipeline, RunConfig
+from ..pipeline import BatchObserver, Pipeline, RunConfig
+from ..views.refresher import refresher_from_settings
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,17 @@ def register(sub: Any) -> None:
         type=float,
         metavar="SECONDS",
         help="stop (exit 0) after this long without new messages",
+    )
+    p.add_argument(
+        "--views-module",
+        action="append",
+        metavar="PKG.MOD",
+        help="a module whose VIEWS the refresher keeps fresh too (repeatable; EOS_VIEWS_MODULES)",
+    )
+    p.add_argument(
+        "--no-view-refresh",
+        action="store_true",
+        help="do not refresh materialized views from this process",
     )
     p.add_argument("--sink", choices=("postgres", "kafka"), default="postgres")
     try:
@@ -131,7 +143,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         handler_retries=args.handler_retries,
         idle_exit_s=args.exit_when_idle,
     )
-    pipeline = Pipeline(cfg, spec)
+    observers: list[BatchObserver] = (
+        [] if args.no_view_refresh else [refresher_from_settings(settings, args.views_module)]
+    )
+    pipeline = Pipeline(cfg, spec, observers=observers)
     pipeline.install_signal_handlers()
     log.info(
         "running %s: group %s, topics %s, database %s",

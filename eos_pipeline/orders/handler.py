@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from ..events import Event
+from ..views.builtin import ORDER_STATUS_COUNTS
 from ..writer import Writer
 from .schema import STATUS_BY_TYPE, OrderEvent, parse_order_event
 
@@ -171,8 +172,8 @@ def _handle(events: Sequence[Event], writer: Writer) -> None:
             states[e.order_id] = changed[e.order_id] = new
     writer.insert("order_events", EVENT_COLUMNS, recorded, on_conflict="ignore")
     writer.upsert("orders", ("order_id",), ORDER_COLUMNS, [s.row() for s in changed.values()])
-    writer.accumulate(
-        "order_status_counts", ("status",), ("status", "orders"), status_deltas(before, changed)
+    ORDER_STATUS_COUNTS.apply(
+        writer.connection, [((status,), (n,)) for status, n in status_deltas(before, changed)]
     )
 
 
