@@ -12,6 +12,7 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -94,6 +95,7 @@ class Expected:
     orders: dict[str, ExpectedOrder] = field(default_factory=dict)
     valid: set[tuple[str, int, int]] = field(default_factory=set)
     dead: set[tuple[str, int, int]] = field(default_factory=set)
+    payments: list[tuple[datetime, Decimal]] = field(default_factory=list)
 
 
 def expected_state(records: Sequence[Record]) -> Expected:
@@ -130,6 +132,7 @@ def expected_state(records: Sequence[Record]) -> Expected:
             order.status = STATUS_BY_TYPE[e.type]
             if e.type == "order_paid":
                 order.paid_amount = e.amount
+                exp.payments.append((e.ts, e.amount or Decimal(0)))
     return exp
 
 
@@ -144,6 +147,7 @@ class AuditReport:
     order_mismatches: list[str]
     status_count_mismatches: list[str]
     offsets_behind: list[str]
+    view_mismatches: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -168,6 +172,7 @@ class AuditReport:
                 "order_mismatches": self.order_mismatches[:5],
                 "status_count_mismatches": self.status_count_mismatches,
                 "offsets_behind": self.offsets_behind,
+                "view_mismatches": self.view_mismatches[:5],
             }
         ).decode()
 
@@ -262,3 +267,54 @@ def _offsets_behind(conn: Conn, group: str, records: Sequence[Record]) -> list[s
         for (t, p), off in sorted(last.items())
         if (stored.get((t, p)) or 0) < off + 1
     ]
+
+
+def expected_customer_totals(orders: dict[str, ExpectedOrder]) -> dict[str, tuple[Any, ...]]:
+    """customer_id -> (orders, paid_orders, revenue, last_order_at), folded independently."""
+    out: dict[str, list[Any]] = {}
+    for o in orders.values():
+        row = out.setdefault(o.customer_id, [0, 0, Decimal(0), o.created_at])
+        row[0] += 1
+        row[1] += o.status in ("paid", "shipped")
+        if o.status != "cancelled" and o.paid_amount is not None:
+            row[2] += o.paid_amount
+        row[3] = max(row[3], o.created_at)
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def expected_revenue_by_hour(
+    payments: Sequence[tuple[datetime, Decimal]],
+) -> dict[datetime, tuple[int, Decimal]]:
+    out: dict[datetime, tuple[int, Decimal]] = {}
+    for ts, amount in payments:
+        hour = ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        n, total = out.get(hour, (0, Decimal(0)))
+        out[hour] = (n + 1, total + amount)
+    return out
+
+
+def _compare_views(conn: Conn, exp: Expected) -> list[str]:
+    """Refresh the materialized views now and compare them with the independent fold."""
+    out: list[str] = []
+    conn.execute("REFRESH MATERIALIZED VIEW customer_order_totals")
+    conn.execute("REFRESH MATERIALIZED VIEW revenue_by_hour")
+    got_totals = {
+        r[0]: tuple(r[1:])
+        for r in conn.execute(
+            "SELECT customer_id, orders, paid_orders, revenue, last_order_at "
+            "FROM customer_order_totals"
+        ).fetchall()
+    }
+    want_totals = expected_customer_totals(exp.orders)
+    if got_totals != want_totals:
+        diff = sorted(set(got_totals.items()) ^ set(want_totals.items()), key=repr)[:3]
+        out.append(f"customer_order_totals differs: {diff}")
+    got_hours = {
+        r[0]: (r[1], r[2])
+        for r in conn.execute("SELECT hour, payments, revenue FROM revenue_by_hour").fetchall()
+    }
+    want_hours = expected_revenue_by_hour(exp.payments)
+    if got_hours != want_hours:
+        diff = sorted(set(got_hours.items()) ^ set(want_hours.items()), key=repr)[:3]
+        out.append(f"revenue_by_hour differs: {diff}")
+    return out
