@@ -50,6 +50,9 @@ _FENCED_CODES = frozenset(
     {RdKafkaError._FENCED, RdKafkaError.PRODUCER_FENCED, RdKafkaError.INVALID_PRODUCER_EPOCH}
 )
 
+# Delivery reports of records an abort removed from the queue: expected, not failures.
+_PURGE_CODES = frozenset({RdKafkaError._PURGE_QUEUE, RdKafkaError._PURGE_INFLIGHT})
+
 
 class ErrorClass(enum.Enum):
     RETRY = "retry"
@@ -131,11 +134,14 @@ def producer_config(
 
 @dataclass
 class ProducerMetrics:
-    """Counters the caller may read at any time; delivery reports feed the first four."""
+    """Counters the caller may read at any time; delivery reports feed the first four.
+    `messages` counts records the broker acknowledged (an aborted transaction's included);
+    `purged` those an abort removed before they were sent."""
 
     messages: int = 0
     bytes: int = 0
     failures: int = 0
+    purged: int = 0
     committed_messages: int = 0
     transactions_committed: int = 0
     transactions_aborted: int = 0
@@ -189,7 +195,8 @@ class TransactionalProducer:
     @property
     def in_flight(self) -> int:
         """Messages handed to librdkafka whose delivery report has not come yet."""
-        return self._produced - self.metrics.messages - self.metrics.failures
+        m = self.metrics
+        return self._produced - m.messages - m.failures - m.purged
 
     def begin(self) -> None:
         self._require(State.READY)
@@ -289,6 +296,8 @@ class TransactionalProducer:
         if err is None:
             self.metrics.messages += 1
             self.metrics.bytes += len(msg.value() or b"")
+        elif err.code() in _PURGE_CODES:
+            self.metrics.purged += 1
         else:
             self.metrics.failures += 1
             log.warning("delivery to %s failed: %s", msg.topic(), err.str())

@@ -18,11 +18,12 @@ from tests.backends import ROOT
 Record = tuple[bytes | None, bytes | None]
 
 
-def read_committed(
+def read_placed(
     bootstrap: str, topic: str, *, expect: int, timeout: float = 30.0, settle: float = 1.5
-) -> list[Record]:
-    """Everything visible to read_committed: reads until `expect` records arrived, then for
-    `settle` seconds more so duplicates would show; gives up after `timeout`."""
+) -> list[tuple[int, bytes | None, bytes | None]]:
+    """(partition, key, value) of everything visible to read_committed: reads until `expect`
+    records arrived, then for `settle` seconds more so duplicates would show; gives up after
+    `timeout`."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -33,14 +34,14 @@ def read_committed(
         }
     )
     consumer.subscribe([topic])
-    seen: list[Record] = []
+    seen: list[tuple[int, bytes | None, bytes | None]] = []
     deadline = time.monotonic() + timeout
     settled_at: float | None = None
     try:
         while time.monotonic() < deadline:
             for msg in consumer.consume(500, timeout=0.2):
                 if msg.error() is None:
-                    seen.append((msg.key(), msg.value()))
+                    seen.append((msg.partition(), msg.key(), msg.value()))
             if len(seen) >= expect:
                 settled_at = settled_at or time.monotonic()
                 if time.monotonic() - settled_at >= settle:
@@ -48,6 +49,14 @@ def read_committed(
     finally:
         consumer.close()
     return seen
+
+
+def read_committed(
+    bootstrap: str, topic: str, *, expect: int, timeout: float = 30.0, settle: float = 1.5
+) -> list[Record]:
+    """(key, value) of everything visible to read_committed, as `read_placed` reads it."""
+    placed = read_placed(bootstrap, topic, expect=expect, timeout=timeout, settle=settle)
+    return [(key, value) for _, key, value in placed]
 
 
 def produce_committed(bootstrap: str, topic: str, records: Iterable[Record], batch: int) -> int:

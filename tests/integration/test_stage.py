@@ -43,12 +43,20 @@ def expected_output(records: Sequence[Record]) -> Counter[Record]:
     return Counter(out for key, value in records for out in enrich_orders(key, value))  # type: ignore[misc]
 
 
+def fed_topics(
+    bootstrap: str, new_topic: Callable[..., str], partitions: int, count: int, seed: int
+) -> tuple[str, str, list[Record]]:
+    """A source topic holding `count` orders events (some poison) and an empty output topic."""
+    source, output = new_topic(partitions=partitions), new_topic(partitions=2)
+    records = list(generate_orders(count, seed=seed, poison_rate=0.03))
+    produce_committed(bootstrap, source, records, batch=1000)
+    return source, output, records
+
+
 def test_stage_enriches_every_record_once(
     kafka_bootstrap: str, new_topic: Callable[..., str], group_id: str
 ) -> None:
-    source, output = new_topic(partitions=3), new_topic(partitions=2)
-    records = list(generate_orders(1500, seed=11, poison_rate=0.05))
-    produce_committed(kafka_bootstrap, source, records, batch=500)
+    source, output, records = fed_topics(kafka_bootstrap, new_topic, 3, 1500, seed=11)
 
     done = run_cli(
         kafka_bootstrap,
@@ -74,9 +82,7 @@ def test_missing_output_topic_is_one_readable_line(
 def test_stage_is_exactly_once_through_sigkills_and_a_rebalance(
     kafka_bootstrap: str, new_topic: Callable[..., str], group_id: str
 ) -> None:
-    source, output = new_topic(partitions=4), new_topic(partitions=2)
-    records = list(generate_orders(3000, seed=5, poison_rate=0.02))
-    produce_committed(kafka_bootstrap, source, records, batch=1000)
+    source, output, records = fed_topics(kafka_bootstrap, new_topic, 4, 3000, seed=5)
     args = stage_args(
         source,
         output,
