@@ -39,6 +39,18 @@ _ENV = {
 }
 
 
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """librdkafka settings from a TOML table: unquoted dotted keys (`session.timeout.ms = 1`)
+    are nested tables in TOML, joined back into their dotted names here."""
+    out: dict[str, str] = {}
+    for key, value in table.items():
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = str(value)
+    return out
+
+
 def _coerce(name: str, value: Any) -> Any:
     if name == "topics":
         items = value.split(",") if isinstance(value, str) else list(value)
@@ -49,7 +61,7 @@ def _coerce(name: str, value: Any) -> Any:
     if name == "kafka_config":
         if not isinstance(value, Mapping):
             raise ConfigError("[kafka] must be a table of librdkafka settings")
-        return {str(k): str(v) for k, v in value.items()}
+        return _flatten(value)
     if not isinstance(value, str) or not value:
         raise ConfigError(f"setting {name!r} must be a non-empty string")
     return value

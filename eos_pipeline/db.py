@@ -6,6 +6,8 @@ so no connection ever sits "idle in transaction" after a read.
 
 from __future__ import annotations
 
+import re
+
 import psycopg
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -18,24 +20,36 @@ CONNECT_TIMEOUT_S = 5
 def parse_url(url: str) -> URL:
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise ConfigError(f"not a database URL: {mask_url(url)}") from None
     if not parsed.drivername.startswith("postgresql"):
         raise ConfigError(f"EOS_DATABASE_URL must be a postgresql URL, got {mask_url(url)}")
     return parsed
 
 
+# A password given as a parameter: `?password=...` in a URL, `password=...` in a libpq DSN.
+_PASSWORD_PARAM = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)", re.IGNORECASE)
+
+
 def mask_url(url: str) -> str:
     """The URL with its password replaced by ***, also for URLs that do not parse."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        if "@" in url and "://" in url:
-            scheme, rest = url.split("://", 1)
-            creds, host = rest.rsplit("@", 1)
-            user = creds.split(":", 1)[0]
-            return f"{scheme}://{user}:***@{host}"
-        return url
+    return _PASSWORD_PARAM.sub(r"\1***", _mask_userinfo(url))
+
+
+def _mask_userinfo(url: str) -> str:
+    # With several "@" the parser takes the first as the end of the password (a raw "@" in
+    # the password), which would show the rest of it: mask up to the last "@" instead.
+    if url.count("@") <= 1:
+        try:
+            return make_url(url).render_as_string(hide_password=True)
+        except (ArgumentError, ValueError):
+            pass
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url
 
 
 def sqlalchemy_url(url: str) -> str:

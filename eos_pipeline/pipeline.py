@@ -127,7 +127,7 @@ def start_offset(c: Claim, policy: StartPolicy) -> int:
 
 def backoff_delay(attempt: int, base: float = 0.5, cap: float = 10.0) -> float:
     """Exponential backoff with full jitter on its upper half."""
-    ceiling = min(cap, base * (2 ** max(attempt, 0)))
+    ceiling = min(cap, base * (2 ** min(max(attempt, 0), 30)))  # clamped: no float overflow
     return float(ceiling / 2 + random.random() * ceiling / 2)
 
 

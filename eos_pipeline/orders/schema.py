@@ -71,7 +71,7 @@ def parse_order_event(raw: bytes | None) -> OrderEvent:
     if not isinstance(doc, dict):
         raise InvalidEvent("event must be a JSON object")
     kind = doc.get("type")
-    if kind not in EVENT_TYPES:
+    if not isinstance(kind, str) or kind not in EVENT_TYPES:
         raise InvalidEvent(f"unknown event type {kind!r}")
     order_id = _text(doc, "order_id")
     ts = _timestamp(doc)
