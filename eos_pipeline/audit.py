@@ -158,6 +158,7 @@ class AuditReport:
             or self.order_mismatches
             or self.status_count_mismatches
             or self.offsets_behind
+            or self.view_mismatches
         )
 
     def summary(self) -> str:
@@ -203,6 +204,7 @@ def audit(conn: Conn, records: Sequence[Record], group: str) -> AuditReport:
         mismatches,
         status,
         behind,
+        _compare_views(conn, exp),
     )
 
 
