@@ -34,9 +34,10 @@ from confluent_kafka import KafkaError as RdKafkaError
 from .batching import BatchBuffer, BatchPolicy, Item, without
 from .db import connect
 from .errors import ConnectionFailed, EosError, KafkaError, TransientError
-from .events import Headers
+from .events import Event, Headers
 from .events import TopicPartition as TP
 from .handlers import DEFAULT_HANDLER, HandlerSpec, decode_record, load_handler
+from .metrics import PipelineMetrics, RunStats
 from .offsets import Claim, Outcome, claim
 from .transaction import BatchContext, CommitResult, commit_batch
 from .writer import Conn, TableCatalog, prepare_connection
@@ -60,6 +61,7 @@ class RunConfig:
     handler_retries: int = 2
     revoke_budget: float = 0.5
     idle_exit_s: float | None = None
+    mirror_offsets_to_kafka: bool = False
     owner: str = field(
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
     )
@@ -75,17 +77,6 @@ class BatchObserver(Protocol):
     def batch_committed(self, count: int = 1) -> None: ...
 
 
-@dataclass
-class RunStats:
-    consumed: int = 0
-    committed: int = 0
-    dead_letters: int = 0
-    batches: int = 0
-    fenced: int = 0
-    rebalances: int = 0
-    sessions: int = 0
-
-
 # -- pure decisions ---------------------------------------------------------------------------
 def consumer_config(cfg: RunConfig) -> dict[str, str | int | float | bool]:
     """librdkafka settings: Kafka commits off, read_committed, user settings on top."""
@@ -98,9 +89,11 @@ def consumer_config(cfg: RunConfig) -> dict[str, str | int | float | bool]:
         "client.id": f"eos-pipeline-{cfg.owner}",
     }
     conf.update(cfg.kafka_config)
-    # Non-negotiable, whatever the user passed: offsets live in PostgreSQL only.
+    # Non-negotiable, whatever the user passed: offsets live in PostgreSQL only, and the Kafka
+    # group is the group the offsets rows (and their fence) belong to.
     conf.update(
         {
+            "group.id": cfg.group_id,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "isolation.level": "read_committed",
@@ -144,13 +137,13 @@ class Session:
         cfg: RunConfig,
         spec: HandlerSpec,
         conn: Conn,
-        stats: RunStats,
+        metrics: PipelineMetrics,
         on_commit: Callable[[CommitResult], None],
     ) -> None:
         self.cfg = cfg
         self.spec = spec
         self.conn = conn
-        self.stats = stats
+        self.metrics = metrics
         self.on_commit = on_commit
         self.conf = consumer_config(cfg)
         self.incremental = is_incremental(self.conf)
@@ -168,7 +161,7 @@ class Session:
 
     # Rebalance callbacks: a few lines each, named methods do the work.
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.stats.rebalances += 1
+        self.metrics.rebalance("assign")
         try:
             assigned = self._claim([(p.topic, p.partition) for p in partitions])
         except BaseException as exc:
@@ -176,14 +169,14 @@ class Session:
         self._assign(assigned)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.stats.rebalances += 1
+        self.metrics.rebalance("revoke")
         try:
             self._finish_for_revoke()
         finally:
             self._release([(p.topic, p.partition) for p in partitions])
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.stats.rebalances += 1
+        self.metrics.rebalance("lost")
         self._release([(p.topic, p.partition) for p in partitions])
 
     # -- assignment ---------------------------------------------------------------------------
@@ -257,7 +250,7 @@ class Session:
             c = self.claims.get((topic, partition))
             if c is None or (c.next_offset is not None and offset < c.next_offset):
                 continue  # not ours (any more), or already committed
-            self.stats.consumed += 1
+            self.metrics.consumed(1)
             yield decode_record(
                 self.spec,
                 topic,
@@ -285,24 +278,58 @@ class Session:
         """Commit everything buffered; partitions found fenced are handled and left out."""
         items = self.buffer.take()
         while items:
+            started = time.monotonic()
             result = commit_batch(self.ctx, self.claims, items, statement_timeout_ms)
             if not result.fenced:
-                self._committed(result)
+                self._committed(result, items, time.monotonic() - started)
                 return
             self._fenced(result.fenced)
             items = without(items, result.fenced.keys())
 
-    def _committed(self, result: CommitResult) -> None:
+    def _committed(self, result: CommitResult, items: Sequence[Item], duration_s: float) -> None:
         for tp, offset in result.committed.items():
             self.claims[tp] = self.claims[tp].advanced(offset)
-        self.stats.batches += 1
-        self.stats.committed += result.events
-        self.stats.dead_letters += result.dead_letters
+        self.metrics.batch_committed(
+            result.events,
+            result.dead_letter_classes,
+            len(items),
+            duration_s,
+            (i.timestamp_ms for i in items if isinstance(i, Event)),
+        )
+        self.metrics.lag(self._lags(result.committed))
+        if self.cfg.mirror_offsets_to_kafka:
+            self._mirror(result.committed)
         self.on_commit(result)
+
+    def _mirror(self, committed: Mapping[TP, int]) -> None:
+        """Copy the committed offsets to the group's Kafka offsets, for Kafka's lag tools only:
+        they are never read back (assignment always carries the PostgreSQL offset)."""
+        try:
+            self.consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in committed.items()],
+                asynchronous=True,
+            )
+        except KafkaException as exc:
+            log.warning("mirroring offsets to Kafka failed (harmless): %s", exc)
+
+    def _lags(self, committed: Mapping[TP, int]) -> dict[TP, int]:
+        """From the high watermarks of the last fetch responses: no broker round trip."""
+        lags: dict[TP, int] = {}
+        for (topic, partition), offset in committed.items():
+            try:
+                _, high = self.consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), cached=True
+                )
+            except KafkaException:
+                continue
+            if high is not None and high >= 0:
+                lags[(topic, partition)] = max(int(high) - offset, 0)
+        return lags
 
     def _fenced(self, outcomes: Mapping[TP, Outcome]) -> None:
         """LOST: stop fetching and never commit. RECLAIM: claim again, restart from the row."""
-        self.stats.fenced += len(outcomes)
+        for outcome in outcomes.values():
+            self.metrics.fenced(outcome.value)
         lost = [tp for tp, o in outcomes.items() if o is Outcome.LOST]
         reclaim = [tp for tp, o in outcomes.items() if o is Outcome.RECLAIM]
         if lost:
@@ -357,11 +384,13 @@ class Pipeline:
         spec: HandlerSpec | None = None,
         observers: Sequence[BatchObserver] = (),
         on_commit: Callable[[CommitResult], None] | None = None,
+        metrics: PipelineMetrics | None = None,
     ) -> None:
         self.cfg = cfg
         self.spec = spec or load_handler(cfg.handler)
         self.observers = list(observers)
-        self.stats = RunStats()
+        self.metrics = metrics or PipelineMetrics()
+        self.stats = self.metrics.totals
         self._stop = threading.Event()
         self._on_commit_extra = on_commit
         self._seen = 0
@@ -413,6 +442,7 @@ class Pipeline:
                     # A session that committed something was healthy: start backing off anew.
                     attempt = 0 if self.stats.batches != batches else attempt
                     delay = backoff_delay(attempt)
+                    self.metrics.retry(type(exc).__name__)
                     attempt += 1
                     log.warning("%s; retrying in %.1f s", exc, delay)
                     self._stop.wait(delay)
@@ -432,8 +462,8 @@ class Pipeline:
         conn = connect(self.cfg.database_url, application_name=f"eos-pipeline {self.cfg.owner}")
         try:
             prepare_connection(conn)
-            self.stats.sessions += 1
-            session = Session(self.cfg, self.spec, conn, self.stats, self._committed)
+            self.metrics.session_started()
+            session = Session(self.cfg, self.spec, conn, self.metrics, self._committed)
             clean = False
             try:
                 while not self._stop.is_set():

@@ -37,7 +37,11 @@ class CommitResult:
     committed: Mapping[TopicPartition, int] = field(default_factory=dict)
     fenced: Mapping[TopicPartition, Outcome] = field(default_factory=dict)
     events: int = 0
-    dead_letters: int = 0
+    dead_letter_classes: tuple[str, ...] = ()
+
+    @property
+    def dead_letters(self) -> int:
+        return len(self.dead_letter_classes)
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,7 @@ def commit_batch(
     return CommitResult(
         committed=targets,
         events=len(events) - len(writer.dead_letters),
-        dead_letters=len(letters),
+        dead_letter_classes=tuple(d.error_class for d in letters),
     )
 
 

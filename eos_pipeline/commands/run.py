@@ -13,6 +13,7 @@ from ..config import Settings
 from ..db import connect, mask_url
 from ..errors import ConfigError
 from ..handlers import DEFAULT_HANDLER, load_handler
+from ..metrics import PipelineMetrics
 from ..pipeline import BatchObserver, Pipeline, RunConfig
 from ..views.refresher import refresher_from_settings
 
@@ -81,6 +82,15 @@ def register(sub: Any) -> None:
         action="store_true",
         help="do not refresh materialized views from this process",
     )
+    p.add_argument(
+        "--metrics-port", type=int, metavar="PORT", help="serve Prometheus metrics on this port"
+    )
+    p.add_argument(
+        "--mirror-offsets-to-kafka",
+        action="store_true",
+        help="also commit the stored offsets to Kafka (asynchronously) so Kafka's lag tools "
+        "work; they are never read back",
+    )
     p.add_argument("--sink", choices=("postgres", "kafka"), default="postgres")
     try:
         stage = importlib.import_module("eos_pipeline.stage")
@@ -142,11 +152,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         kafka_config=kafka_config,
         handler_retries=args.handler_retries,
         idle_exit_s=args.exit_when_idle,
+        mirror_offsets_to_kafka=args.mirror_offsets_to_kafka,
     )
+    metrics = PipelineMetrics()
+    if args.metrics_port:
+        metrics.serve(args.metrics_port)
     observers: list[BatchObserver] = (
         [] if args.no_view_refresh else [refresher_from_settings(settings, args.views_module)]
     )
-    pipeline = Pipeline(cfg, spec, observers=observers)
+    pipeline = Pipeline(cfg, spec, observers=observers, metrics=metrics)
     pipeline.install_signal_handlers()
     log.info(
         "running %s: group %s, topics %s, database %s",

@@ -15,8 +15,11 @@ import psycopg
 from eos_pipeline.audit import AuditReport, Record, audit, read_topic
 from eos_pipeline.db import conninfo
 
+from .ledger import LEDGER_DDL
+
 ROOT = Path(__file__).resolve().parents[2]
 FAST_GROUP = ("session.timeout.ms=3000", "heartbeat.interval.ms=500")
+LEDGER = "tests.integration.ledger:handler"
 
 
 def cli(bootstrap: str, database_url: str, *args: str) -> list[str]:
@@ -120,9 +123,12 @@ class PipelineProcess:
             "200",
             "--batch-timeout-ms",
             "50",
+            "--handler",
+            LEDGER,
             *[a for kv in FAST_GROUP for a in ("--kafka-config", kv)],
             *extra,
         )
+        create_ledger(database_url)
         self.log_dir = log_dir
         self.name = name
         self.starts = 0
@@ -194,15 +200,37 @@ def wait_caught_up(
     raise AssertionError(f"not caught up after {timeout}s: stored {stored}, last {last}")
 
 
+def create_ledger(database_url: str) -> None:
+    with psycopg.connect(conninfo(database_url), autocommit=True) as conn:
+        conn.execute(LEDGER_DDL)
+
+
 def check_exactly_once(
     bootstrap: str, database_url: str, topic: str, group: str, expect_records: int | None = None
 ) -> AuditReport:
+    """The audit, plus (where the ledger handler ran) no source offset handled twice."""
     records = read_topic(bootstrap, topic)
     if expect_records is not None:
         assert len(records) == expect_records
     with psycopg.connect(conninfo(database_url)) as conn:
         report = audit(conn, records, group)
-    assert report.ok, report.summary()
+        assert report.ok, report.summary()
+        if conn.execute("SELECT to_regclass('eos_test_ledger')").fetchone() != (None,):
+            twice = conn.execute(
+                "SELECT src_topic, src_partition, src_offset, count(*) FROM eos_test_ledger "
+                "GROUP BY 1, 2, 3 HAVING count(*) > 1 LIMIT 5"
+            ).fetchall()
+            assert not twice, f"handled more than once: {twice}"
+            handled = conn.execute(
+                "SELECT count(*) FROM eos_test_ledger WHERE src_topic = %s", (topic,)
+            ).fetchone()
+            decode_failures = conn.execute(
+                "SELECT count(*) FROM dead_letters WHERE src_topic = %s "
+                "AND error_class IN ('DecodeError', 'InvalidJson', 'ValidationError')",
+                (topic,),
+            ).fetchone()
+            assert handled is not None and decode_failures is not None
+            assert handled[0] + decode_failures[0] == len(records)
     assert report.processed + report.dead_letters == len(records)
     return report
 

@@ -24,6 +24,7 @@ from .support import (
     PipelineProcess,
     check_exactly_once,
     cli,
+    create_ledger,
     produce,
     start_producer,
     wait_caught_up,
@@ -162,6 +163,11 @@ def test_aborted_transactions_never_appear(
     assert ids == {f"a{i}" for i in range(50)} | {f"c{i}" for i in range(50)}
 
 
+def _consumed(done: subprocess.CompletedProcess[str]) -> int:
+    line = [x for x in done.stderr.splitlines() if "stopped:" in x][-1]
+    return int(line.split("stopped:")[1].split("consumed")[0])
+
+
 def test_offsets_committed_in_kafka_are_ignored(
     kafka_bootstrap: str,
     database_url: str,
@@ -170,13 +176,24 @@ def test_offsets_committed_in_kafka_are_ignored(
 ) -> None:
     topic = new_topic(partitions=1)
     produce(kafka_bootstrap, topic, 300, seed=3)
-    bogus = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group_id})
-    bogus.commit(offsets=[TopicPartition(topic, 0, 250)], asynchronous=False)
-    bogus.close()
 
-    done = _run_until_idle(kafka_bootstrap, database_url, topic, group_id)
+    def commit_in_kafka(offset: int) -> None:
+        bogus = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group_id})
+        bogus.commit(offsets=[TopicPartition(topic, 0, offset)], asynchronous=False)
+        bogus.close()
+
+    commit_in_kafka(250)  # would skip 250 records if it were trusted
+    done = _run_until_idle(
+        kafka_bootstrap, database_url, topic, group_id, "--mirror-offsets-to-kafka"
+    )
     assert done.returncode == 0, done.stderr[-3000:]
+    assert _consumed(done) == 300
     check_exactly_once(kafka_bootstrap, database_url, topic, group_id, expect_records=300)
+
+    commit_in_kafka(0)  # would reprocess everything if it were trusted
+    again = _run_until_idle(kafka_bootstrap, database_url, topic, group_id, idle=2.0)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert _consumed(again) == 0
 
 
 def test_start_latest_skips_what_was_there(
@@ -308,7 +325,7 @@ def test_zombie_commit_is_rejected_by_the_fence(
         group_id,
         tmp_path,
         "--handler",
-        "tests.integration.stall_handler:handler",
+        "tests.integration.ledger:stalling",
         "--kafka-config",
         "max.poll.interval.ms=4000",
         name="zombie",
@@ -354,6 +371,7 @@ def test_handler_failures_are_isolated_by_bisection(
     db: psycopg.Connection[tuple[object, ...]],
 ) -> None:
     topic = new_topic(partitions=1)
+    create_ledger(database_url)
     produce(kafka_bootstrap, topic, 600, seed=41)
     done = _run_until_idle(
         kafka_bootstrap,
@@ -361,7 +379,7 @@ def test_handler_failures_are_isolated_by_bisection(
         topic,
         group_id,
         "--handler",
-        "tests.integration.stall_handler:exploding",
+        "tests.integration.ledger:exploding",
     )
     assert done.returncode == 0, done.stderr[-3000:]
     failed = db.execute(
