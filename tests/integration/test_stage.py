@@ -3,6 +3,7 @@ reaches the output topic exactly once, also through SIGKILLs and rebalances."""
 
 from __future__ import annotations
 
+import select
 import signal
 import subprocess
 import time
@@ -79,49 +80,66 @@ def test_missing_output_topic_is_one_readable_line(
     )
 
 
+def wait_for_commit(proc: subprocess.Popen[str], timeout: float = 30.0) -> bool:
+    """True once the stage logs a committed batch, i.e. it is working with a transaction
+    open or about to open; False when `timeout` passes first."""
+    assert proc.stderr is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stderr], [], [], 0.2)
+        if ready and "committed" in proc.stderr.readline():
+            return True
+    return False
+
+
 def test_stage_is_exactly_once_through_sigkills_and_a_rebalance(
     kafka_bootstrap: str, new_topic: Callable[..., str], group_id: str
 ) -> None:
-    source, output, records = fed_topics(kafka_bootstrap, new_topic, 4, 3000, seed=5)
-    args = stage_args(
-        source,
-        output,
-        group_id,
-        "--handler",
-        "tests.integration.stage_handlers:slow_enrich",
-        "--batch-size",
-        "100",
-        "--batch-timeout-ms",
-        "500",
-        "--exit-when-idle",
-        "12",
-        *FAST_GROUP,
-    )
+    source, output, records = fed_topics(kafka_bootstrap, new_topic, 4, 4000, seed=5)
+    args = [
+        "--log-level",
+        "DEBUG",
+        *stage_args(
+            source,
+            output,
+            group_id,
+            "--handler",
+            "tests.integration.stage_handlers:slow_enrich",
+            "--batch-size",
+            "100",
+            "--batch-timeout-ms",
+            "500",
+            "--exit-when-idle",
+            "10",
+            *FAST_GROUP,
+        ),
+    ]
 
     def start(instance: str) -> subprocess.Popen[str]:
         return start_cli(
             kafka_bootstrap,
             [*args, "--transactional-id", f"stage-{instance}-{group_id}"],
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
 
-    procs = {"a": start("a")}
+    procs = {"a": start("a"), "b": start("b")}
     kills = 0
-    # Kill an instance while it works, restart it (same transactional.id), let a second one
-    # join the group: every step is a rebalance with batches in flight.
-    for step, victim in enumerate(["a", "b", "a", "b"]):
-        time.sleep(2.0)
-        if step == 0:
-            procs["b"] = start("b")
-        assert procs[victim].poll() is None, f"{victim} ended before its kill"
+    # Kill an instance in the middle of its work (it just committed one batch and is filling
+    # the next), restart it with the same transactional.id: each kill is a rebalance with a
+    # transaction in flight, and two instances share the group throughout.
+    for victim in ["a", "b", "a", "b"]:
+        assert wait_for_commit(procs[victim]), f"{victim} never got to work"
+        time.sleep(0.2)
         procs[victim].send_signal(signal.SIGKILL)
         procs[victim].wait(10)
+        procs[victim].stderr.close()  # type: ignore[union-attr]
         kills += 1
         procs[victim] = start(victim)
 
     for proc in procs.values():
-        assert proc.wait(120) == 0
+        proc.communicate(timeout=120)
+        assert proc.returncode == 0
     seen = read_committed(kafka_bootstrap, output, expect=len(records))
     assert kills == 4
     assert len(seen) == len(records)
