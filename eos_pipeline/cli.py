@@ -23,6 +23,8 @@ COMMAND_MODULES = (
     "eos_pipeline.commands.produce",
     "eos_pipeline.commands.topics",
     "eos_pipeline.commands.views",
+    "eos_pipeline.commands.replay",
+    "eos_pipeline.commands.status",
 )
 
 EPILOG = """\
