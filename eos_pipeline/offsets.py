@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import psycopg
 
+from .errors import database_errors
 from .events import TopicPartition
 
 # Replay marks the rows it resets with an owner starting with this; a running consumer fenced
@@ -101,9 +102,10 @@ def _split(tps: Iterable[TopicPartition]) -> tuple[list[str], list[int]]:
 def claim(
     conn: Conn, group: str, owner: str, tps: Sequence[TopicPartition]
 ) -> dict[TopicPartition, Claim]:
-    """Claim partitions in one short transaction, rows touched in a fixed order."""
+    """Claim partitions in one short transaction, rows touched in a fixed order. A lost
+    connection becomes DatabaseTransient, which the pipeline retries with a new session."""
     topics, partitions = _split(tps)
-    with conn.transaction(), conn.cursor() as cur:
+    with database_errors("claim partitions"), conn.transaction(), conn.cursor() as cur:
         cur.execute(
             _CLAIM_SQL,
             {"group": group, "owner": owner, "topics": topics, "partitions": partitions},
