@@ -1,0 +1,36 @@
+"""The default orders handler plus a latency probe: after the handler's writes, each batch adds
+one row to `bench_commit_log` with `clock_timestamp()` and the Kafka timestamps of its records.
+The row commits (or vanishes) with the batch, so it dates commits that really happened; the
+time it records is taken a few statements before COMMIT (offsets update and commit itself
+are not in it)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from eos_pipeline.events import Event
+from eos_pipeline.orders.handler import handle_orders
+from eos_pipeline.writer import Writer
+
+CREATE_LOG = (
+    "CREATE TABLE IF NOT EXISTS bench_commit_log "
+    "(committed_at timestamptz NOT NULL, kafka_ts_ms bigint[] NOT NULL)"
+)
+LATENCIES_SQL = (
+    "SELECT extract(epoch FROM committed_at) * 1000 - t "
+    "FROM bench_commit_log, unnest(kafka_ts_ms) AS t"
+)
+
+
+class ProbedOrdersHandler:
+    deserialize = staticmethod(handle_orders.deserialize)
+
+    def __call__(self, events: Sequence[Event], writer: Writer) -> None:
+        handle_orders(events, writer)
+        writer.execute(
+            "INSERT INTO bench_commit_log VALUES (clock_timestamp(), %s)",
+            ([e.timestamp_ms for e in events],),
+        )
+
+
+handle_orders_probed = ProbedOrdersHandler()

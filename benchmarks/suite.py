@@ -1,0 +1,307 @@
+"""`python -m benchmarks`: `eos_pipeline run` against its ceilings and the naive loops, all on
+the same generated orders events, produced once up front into one topic.
+
+Throughput of `run` is read from PostgreSQL while it works: the group's committed offsets are
+sampled every 0.1 s, and the rate is taken from the first sample with a commit to the sample
+where everything is committed (startup, group join and the idle exit are left out). CPU and
+peak RSS are the child's own (wait4); for `run` the CPU is the whole process, startup included.
+PostgreSQL's and Kafka's own CPU is not counted for any mode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import psycopg
+
+from eos_pipeline.db import conninfo
+
+from .latency import Latency, measure_latency
+from .measure import Child, median
+from .stack import ROOT, Stack, eos_command, pipeline_command, unique
+
+RESULTS = ROOT / "benchmarks" / "results"
+SEED = 7
+DEFAULT_BATCH = 5000
+
+
+@dataclass
+class Mode:
+    """One line of the table: the runs of one way of moving the data."""
+
+    name: str
+    rates: list[float] = field(default_factory=list)
+    cpu_per_m: list[float] = field(default_factory=list)
+    rss_mib: list[float] = field(default_factory=list)
+    messages: int = 0
+    latency: Latency | None = None
+
+    @property
+    def rate(self) -> float:
+        return median(self.rates)
+
+    def add(self, messages: int, seconds: float, cpu_s: float, rss_mib: float) -> None:
+        self.messages = messages
+        self.rates.append(messages / seconds)
+        self.cpu_per_m.append(cpu_s / messages * 1e6)
+        self.rss_mib.append(rss_mib)
+
+
+@dataclass(frozen=True)
+class Plan:
+    messages: int
+    runs: int
+    partitions: int
+    tuned_batch: int
+    naive_limit: int
+    latency_rate: int
+    latency_seconds: float
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[Plan, bool]:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="about 50k messages, one run each")
+    p.add_argument("--messages", type=int, help="events produced (default 1M; quick 50k)")
+    p.add_argument("--runs", type=int, help="runs per mode, median reported (default 3)")
+    p.add_argument("--partitions", type=int, default=4)
+    p.add_argument("--tuned-batch", type=int, default=20_000, help="the tuned --batch-size")
+    p.add_argument("--naive-limit", type=int, help="prefix for the naive loops (default 20k)")
+    p.add_argument("--latency-rate", type=int, help="msg/s of the live load (default 5000)")
+    p.add_argument("--latency-seconds", type=float, help="length of the live load (default 20)")
+    a = p.parse_args(argv)
+    q = a.quick
+    plan = Plan(
+        messages=a.messages or (50_000 if q else 1_000_000),
+        runs=a.runs or (1 if q else 3),
+        partitions=a.partitions,
+        tuned_batch=a.tuned_batch,
+        naive_limit=a.naive_limit or (2_000 if q else 20_000),
+        latency_rate=a.latency_rate or (2_000 if q else 5_000),
+        latency_seconds=a.latency_seconds or (5 if q else 20),
+    )
+    return plan, q
+
+
+def produce_once(stack: Stack, topic: str, n: int) -> float:
+    """The data set, produced with the project's own `produce` (Kafka transactions)."""
+    start = time.monotonic()
+    child = Child(
+        eos_command(
+            stack.bootstrap,
+            stack.database_url,
+            "produce",
+            "--topic",
+            topic,
+            "--generate",
+            str(n),
+            "--seed",
+            str(SEED),
+            "--batch-size",
+            "5000",
+            "--transactional-id",
+            unique("bench-produce"),
+        )
+    )
+    if child.wait(timeout=600).returncode != 0:
+        raise RuntimeError("producing the benchmark data failed")
+    return time.monotonic() - start
+
+
+def run_worker(stack: Stack, mode: Mode, worker: str, topic: str, *args: str) -> None:
+    """A baseline from benchmarks.workers, on a fresh database of its own."""
+    url = stack.fresh_database()
+    log = RESULTS / f"{worker}.log"
+    child = Child(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.workers",
+            worker,
+            "--bootstrap",
+            stack.bootstrap,
+            "--topic",
+            topic,
+            "--database-url",
+            url,
+            "--group",
+            unique("bench-naive"),
+            *args,
+        ],
+        log=log,
+    )
+    try:
+        usage = child.wait(timeout=1800)
+    finally:
+        stack.drop(url)
+    if usage.returncode != 0:
+        raise RuntimeError(f"{worker} failed: {log.read_text()[-2000:]}")
+    out = orjson.loads(log.read_bytes().splitlines()[-1])
+    mode.add(out["messages"], out["seconds"], out["cpu_s"], usage.max_rss_mib)
+
+
+class Progress:
+    """Samples a group's committed message count; remembers first commit and completion."""
+
+    def __init__(self, url: str, group: str, total: int) -> None:
+        self.conn = psycopg.connect(conninfo(url), autocommit=True)
+        self.group, self.total = group, total
+        self.first: tuple[float, int] | None = None
+        self.done_at: float | None = None
+
+    def __call__(self) -> None:
+        if self.done_at is not None:
+            return
+        row = self.conn.execute(
+            "SELECT coalesce(sum(next_offset), 0) FROM eos_offsets WHERE consumer_group = %s",
+            (self.group,),
+        ).fetchone()
+        n, now = int(row[0]) if row else 0, time.monotonic()
+        if n > 0 and self.first is None:
+            self.first = (now, n)
+        if n >= self.total:
+            self.done_at = now
+
+    def rate_window(self) -> tuple[int, float]:
+        """Messages and seconds between the first sampled commit and completion."""
+        if self.first is None or self.done_at is None:
+            raise RuntimeError("the pipeline did not commit everything")
+        start, n0 = self.first
+        if n0 >= self.total:  # all in the first sample: no window to measure
+            return self.total, max(self.done_at - start, 0.1)
+        return self.total - n0, self.done_at - start
+
+
+def run_pipeline(stack: Stack, mode: Mode, topic: str, total: int, batch: int) -> None:
+    """`python -m eos_pipeline run` on a fresh database and group until idle."""
+    url = stack.fresh_database()
+    group = unique("bench-run")
+    log = RESULTS / f"run-{batch}.log"
+    child = Child(pipeline_command(stack.bootstrap, url, topic, group, batch), log=log)
+    progress = Progress(url, group, total)
+    try:
+        usage = child.wait(timeout=1800, poll=progress)
+        progress()
+    finally:
+        child.kill()
+        progress.conn.close()
+        stack.drop(url)
+    if usage.returncode != 0:
+        raise RuntimeError(f"run failed: {log.read_text()[-2000:]}")
+    committed, seconds = progress.rate_window()
+    mode.add(committed, seconds, usage.cpu_s * committed / total, usage.max_rss_mib)
+    mode.messages = total
+
+
+def ratio(a: Mode, b: Mode) -> float:
+    return a.rate / b.rate if b.rate else float("nan")
+
+
+def table(modes: Sequence[Mode], runs: int) -> str:
+    head = (
+        f"{'mode':<28}{'msgs':>9}{'msg/s (median of ' + str(runs) + ')':>24}"
+        f"{'p50 ms':>9}{'p99 ms':>9}{'CPU s/M msgs':>14}{'peak RSS MiB':>14}"
+    )
+    lines = [head, "-" * len(head)]
+    for m in modes:
+        p50 = f"{m.latency.p50_ms:.0f}" if m.latency else "-"
+        p99 = f"{m.latency.p99_ms:.0f}" if m.latency else "-"
+        lines.append(
+            f"{m.name:<28}{m.messages:>9}{m.rate:>24,.0f}{p50:>9}{p99:>9}"
+            f"{median(m.cpu_per_m):>14.1f}{max(m.rss_mib):>14.0f}"
+        )
+    return "\n".join(lines)
+
+
+def ratios(eos: Sequence[Mode], base: dict[str, Mode]) -> dict[str, float]:
+    return {f"{e.name} / {b.name}": ratio(e, b) for e in eos for b in base.values()}
+
+
+def machine() -> dict[str, Any]:
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gib": round(mem, 1),
+        "python": platform.python_version(),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    plan, quick = parse_args(argv)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stack = Stack.from_environment()
+    tuned = f"eos run, batch {plan.tuned_batch}"
+    modes = {
+        name: Mode(name)
+        for name in (
+            "raw consume",
+            "raw store (COPY)",
+            f"eos run, batch {DEFAULT_BATCH}",
+            tuned,
+            "naive: Kafka commit/msg",
+            "naive: PG txn/msg",
+        )
+    }
+    m = list(modes.values())
+    try:
+        topic = stack.topic(plan.partitions)
+        produce_s = produce_once(stack, topic, plan.messages)
+        print(f"produced {plan.messages} events into {topic} in {produce_s:.1f} s", flush=True)
+        limit = str(plan.naive_limit)
+        for round_ in range(plan.runs):
+            run_worker(stack, m[0], "raw-consume", topic)
+            run_worker(stack, m[1], "raw-store", topic, "--batch", str(DEFAULT_BATCH))
+            run_pipeline(stack, m[2], topic, plan.messages, DEFAULT_BATCH)
+            run_pipeline(stack, m[3], topic, plan.messages, plan.tuned_batch)
+            run_worker(stack, m[4], "naive-commit", topic, "--limit", limit)
+            run_worker(stack, m[5], "naive-txn", topic, "--limit", limit)
+            print(
+                f"round {round_ + 1}/{plan.runs}: "
+                + ", ".join(f"{x.name} {x.rates[-1]:,.0f}/s" for x in m),
+                flush=True,
+            )
+        for mode, batch in ((m[2], DEFAULT_BATCH), (m[3], plan.tuned_batch)):
+            mode.latency = measure_latency(
+                stack, batch, plan.latency_rate, plan.latency_seconds, plan.partitions
+            )
+    finally:
+        stack.close()
+    report = table(m, plan.runs)
+    rel = ratios(m[2:4], {"raw": m[0], "store": m[1], "naive_c": m[4], "naive_t": m[5]})
+    best = max(m[2:4], key=lambda x: x.rate)
+    targets = {
+        "run >= 50% of min(raw consume, raw store)": best.rate >= 0.5 * min(m[0].rate, m[1].rate),
+        "run >= 20x the per-message-transaction loop": best.rate >= 20 * m[5].rate,
+    }
+    print()
+    print(report)
+    print()
+    for k, v in rel.items():
+        print(f"{k:<58}{v:>8.2f}")
+    print(f"latency: live load of {plan.latency_rate} msg/s for {plan.latency_seconds:.0f} s")
+    for k, ok in targets.items():
+        print(f"target {k}: {'met' if ok else 'MISSED'}")
+    path = RESULTS / f"bench-{datetime.now(UTC):%Y%m%dT%H%M%SZ}{'-quick' if quick else ''}.json"
+    path.write_bytes(
+        orjson.dumps(
+            {
+                "machine": machine(),
+                "plan": asdict(plan),
+                "modes": [asdict(x) | {"median_rate": x.rate} for x in m],
+                "ratios": rel,
+                "targets": targets,
+                "table": report,
+            },
+            option=orjson.OPT_INDENT_2,
+        )
+    )
+    print(f"results: {path}")
+    return 0
