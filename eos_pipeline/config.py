@@ -67,24 +67,31 @@ def _coerce(name: str, value: Any) -> Any:
     return value
 
 
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
 def load_settings(
     config_file: str | os.PathLike[str] | None = None,
     env: Mapping[str, str] | None = None,
+    other_keys: frozenset[str] = frozenset(),
 ) -> Settings:
-    """Defaults, then the TOML file (if any), then EOS_* variables; flags are applied later."""
+    """Defaults, then the TOML file (if any), then EOS_* variables; flags are applied later.
+    `other_keys` are top-level keys of the file that belong to someone else (command tables)."""
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
     path = config_file or env.get("EOS_CONFIG")
     if path:
-        try:
-            data = tomllib.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
         known = {f.name for f in fields(Settings)}
-        for key, value in data.items():
+        for key, value in read_config_file(path).items():
             name = "kafka_config" if key == "kafka" else key.replace("-", "_")
+            if name in other_keys:
+                continue
             if name not in known:
                 raise ConfigError(f"unknown key {key!r} in {path}")
             values[name] = _coerce(name, value)

@@ -76,12 +76,11 @@ ON CONFLICT (consumer_group, topic, partition) DO UPDATE
 RETURNING topic, partition, next_offset, epoch
 """
 
-_LOCK_SQL = """
+_READ_SQL = """
 SELECT topic, partition, epoch, next_offset, owner FROM eos_offsets
 WHERE consumer_group = %(group)s
   AND (topic, partition) IN (SELECT * FROM unnest(%(topics)s::text[], %(partitions)s::int[]))
 ORDER BY topic, partition
-FOR UPDATE
 """
 
 _ADVANCE_SQL = """
@@ -119,11 +118,13 @@ def claim(
 
 
 def lock_rows(
-    cur: Cursor, group: str, tps: Iterable[TopicPartition]
+    cur: Cursor, group: str, tps: Iterable[TopicPartition], lock: bool = True
 ) -> dict[TopicPartition, OffsetRow]:
-    """Lock the offsets rows of a commit (fixed order) and read them as they are now."""
+    """Lock the offsets rows of a commit (fixed order) and read them as they are now; with
+    lock=False just read them (the idle check for replays)."""
     topics, partitions = _split(tps)
-    cur.execute(_LOCK_SQL, {"group": group, "topics": topics, "partitions": partitions})
+    query = _READ_SQL + ("FOR UPDATE" if lock else "")
+    cur.execute(query, {"group": group, "topics": topics, "partitions": partitions})
     return {
         (str(t), int(p)): OffsetRow(int(e), _opt_int(n), None if o is None else str(o))  # type: ignore[call-overload]
         for t, p, e, n, o in cur.fetchall()

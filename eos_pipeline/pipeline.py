@@ -33,18 +33,19 @@ from confluent_kafka import KafkaError as RdKafkaError
 
 from .batching import BatchBuffer, BatchPolicy, Item, without
 from .db import connect
-from .errors import ConnectionFailed, EosError, KafkaError, TransientError
+from .errors import ConnectionFailed, EosError, KafkaError, TransientError, database_errors
 from .events import Event, Headers
 from .events import TopicPartition as TP
 from .handlers import DEFAULT_HANDLER, HandlerSpec, decode_record, load_handler
 from .metrics import PipelineMetrics, RunStats
-from .offsets import Claim, Outcome, claim
+from .offsets import Claim, Outcome, claim, fence_outcome, lock_rows
 from .transaction import BatchContext, CommitResult, commit_batch
 from .writer import Conn, TableCatalog, prepare_connection
 
 log = logging.getLogger(__name__)
 
 StartPolicy = Literal["earliest", "latest"]
+IDLE_FENCE_CHECK_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,7 @@ class Session:
         self.buffer = BatchBuffer(cfg.batch)
         self.claims: dict[TP, Claim] = {}
         self.failure: BaseException | None = None
+        self._fence_checked_at = time.monotonic()
         self.consumer = Consumer(self.conf, logger=logging.getLogger("eos_pipeline.librdkafka"))
         self.consumer.subscribe(
             list(cfg.topics),
@@ -239,6 +241,25 @@ class Session:
         self.buffer.add(self._accept(messages), time.monotonic())
         if self.buffer.is_due(time.monotonic()):
             self.flush()
+        elif not messages and not self.buffer.items:
+            self._check_fence_when_idle()
+
+    def _check_fence_when_idle(self) -> None:
+        """A caught-up consumer commits nothing, so it would not meet the fence: look at the
+        rows now and then, so a replay (or a new owner) is noticed without new records."""
+        now = time.monotonic()
+        if now - self._fence_checked_at < IDLE_FENCE_CHECK_S or not self.claims:
+            return
+        self._fence_checked_at = now
+        with database_errors("idle fence check"), self.conn.cursor() as cur:
+            rows = lock_rows(cur, self.cfg.group_id, self.claims, lock=False)
+        outcomes = {
+            tp: o
+            for tp, c in self.claims.items()
+            if (o := fence_outcome(c, rows.get(tp))) is not Outcome.OWNED
+        }
+        if outcomes:
+            self._fenced(outcomes)
 
     def _accept(self, messages: Iterable[Message]) -> Iterable[Item]:
         for m in messages:

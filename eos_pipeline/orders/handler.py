@@ -161,6 +161,10 @@ def _handle(events: Sequence[Event], writer: Writer) -> None:
     for event in events:
         e: OrderEvent = event.value
         current = states.get(e.order_id)
+        if current is not None and already_applied(current, event):
+            # Reprocessed (a replay without --rebuild): it is in order_events or dead_letters
+            # already, and recording it now could file one offset in both.
+            continue
         new = apply(current, event)
         if new is None:
             writer.dead_letter(event, UNKNOWN_ORDER, f"{e.type} for unknown order {e.order_id!r}")

@@ -79,6 +79,12 @@ def test_postgres_restarts_mid_run(
     pipeline = PipelineProcess(kafka_bootstrap, url, topic, group_id, tmp_path).start()
     restarts = 0
     try:
+        # Start-up validates the server once (an unreachable one is a start-up error, exit 2);
+        # the restarts begin once the pipeline is running.
+        deadline = time.monotonic() + 30
+        while "assigned" not in pipeline.logs():
+            assert time.monotonic() < deadline and pipeline.running, pipeline.logs()
+            time.sleep(0.2)
         for round_ in range(3):
             # Data keeps flowing while the server goes away and comes back.
             feeder = start_producer(
