@@ -64,6 +64,10 @@ class PipelineMetrics:
             "eos_fenced_partitions", "Commits refused by the epoch fence", ["outcome"], registry=r
         )
         self._rebalances = Counter("eos_rebalances", "Rebalance callbacks", ["kind"], registry=r)
+        self._pauses = Counter("eos_partition_pauses", "Partitions paused", ["reason"], registry=r)
+        self._resumes = Counter(
+            "eos_partition_resumes", "Partitions resumed", ["reason"], registry=r
+        )
         self._lag = Gauge(
             "eos_partition_lag",
             "High watermark minus stored next offset",
@@ -112,6 +116,12 @@ class PipelineMetrics:
     def retry(self, reason: str) -> None:
         self.totals.retries += 1
         self._retries.labels(reason).inc()
+
+    def paused(self, reason: str, n: int) -> None:
+        self._pauses.labels(reason).inc(n)
+
+    def resumed(self, reason: str, n: int) -> None:
+        self._resumes.labels(reason).inc(n)
 
     def session_started(self) -> None:
         self.totals.sessions += 1

@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
@@ -31,15 +32,17 @@ from confluent_kafka import (
 )
 from confluent_kafka import KafkaError as RdKafkaError
 
-from .batching import BatchBuffer, BatchPolicy, Item, without
+from .batching import BatchPolicy, Item, source_of
 from .db import connect
 from .errors import ConnectionFailed, EosError, KafkaError, TransientError, database_errors
-from .events import Event, Headers
+from .events import Headers
 from .events import TopicPartition as TP
+from .flow import Gate, TokenBucket, Watermarks, choose_worker, gate
 from .handlers import DEFAULT_HANDLER, HandlerSpec, decode_record, load_handler
 from .metrics import PipelineMetrics, RunStats
 from .offsets import Claim, Outcome, claim, fence_outcome, lock_rows
-from .transaction import BatchContext, CommitResult, commit_batch
+from .transaction import BatchContext, CommitResult
+from .workers import Chunk, ClaimTable, Report, Worker
 from .writer import Conn, TableCatalog, prepare_connection
 
 log = logging.getLogger(__name__)
@@ -62,6 +65,8 @@ class RunConfig:
     handler_retries: int = 2
     revoke_budget: float = 0.5
     idle_exit_s: float | None = None
+    workers: int = 1
+    max_rate: float | None = None
     mirror_offsets_to_kafka: bool = False
     owner: str = field(
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -129,9 +134,10 @@ def revoke_timeout_ms(conf: Mapping[str, Any], budget: float) -> int:
     return int(int(conf.get("max.poll.interval.ms", 300000)) * budget)
 
 
-# -- one consumer + one connection ------------------------------------------------------------
+# -- one consumer, its workers and their connections ------------------------------------------
 class Session:
-    """A consumer subscribed to the topics and the connection its batches commit on."""
+    """A consumer subscribed to the topics; the poll thread (this object) claims partitions,
+    dispatches their records to workers, and applies what the workers report back."""
 
     def __init__(
         self,
@@ -148,11 +154,16 @@ class Session:
         self.on_commit = on_commit
         self.conf = consumer_config(cfg)
         self.incremental = is_incremental(self.conf)
-        self.ctx = BatchContext(conn, TableCatalog(), spec, cfg.group_id, cfg.handler_retries)
-        self.buffer = BatchBuffer(cfg.batch)
-        self.claims: dict[TP, Claim] = {}
+        self.claims = ClaimTable()
         self.failure: BaseException | None = None
         self._fence_checked_at = time.monotonic()
+        self._reports: deque[Report] = deque()
+        self._worker_conns: list[Conn] = []
+        self.workers = self._start_workers()
+        self.serving: dict[TP, int] = {}  # partition -> worker index
+        self.paused: dict[TP, set[str]] = {}  # partition -> reasons (backpressure, rate)
+        self.marks = Watermarks.for_batch(cfg.batch.max_messages)
+        self.bucket = TokenBucket(cfg.max_rate, now=time.monotonic()) if cfg.max_rate else None
         self.consumer = Consumer(self.conf, logger=logging.getLogger("eos_pipeline.librdkafka"))
         self.consumer.subscribe(
             list(cfg.topics),
@@ -160,6 +171,23 @@ class Session:
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
+
+    def _start_workers(self) -> list[Worker]:
+        threaded = self.cfg.workers > 1
+        workers = []
+        for index in range(self.cfg.workers):
+            conn = self.conn
+            if threaded:
+                conn = connect(self.cfg.database_url, application_name=f"eos-worker-{index}")
+                prepare_connection(conn)
+                self._worker_conns.append(conn)
+            ctx = BatchContext(
+                conn, TableCatalog(), self.spec, self.cfg.group_id, self.cfg.handler_retries
+            )
+            worker = Worker(index, ctx, self.claims, self.cfg.batch, self._reports.append, threaded)
+            worker.start()
+            workers.append(worker)
+        return workers
 
     # Rebalance callbacks: a few lines each, named methods do the work.
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -172,10 +200,11 @@ class Session:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.metrics.rebalance("revoke")
+        tps = [(p.topic, p.partition) for p in partitions]
         try:
-            self._finish_for_revoke()
+            self._finish_for_revoke(tps)
         finally:
-            self._release([(p.topic, p.partition) for p in partitions])
+            self._release(tps)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.metrics.rebalance("lost")
@@ -186,7 +215,13 @@ class Session:
         if not tps:
             return []
         claims = claim(self.conn, self.cfg.group_id, self.cfg.owner, tps)
-        self.claims.update(claims)
+        self.claims.put(claims)
+        for tp in claims:
+            if tp not in self.serving:
+                load = {w.index: 0 for w in self.workers}
+                for served_by in self.serving.values():
+                    load[served_by] += 1
+                self.serving[tp] = choose_worker(load)
         log.info(
             "assigned %s",
             ", ".join(
@@ -206,56 +241,129 @@ class Session:
             self.consumer.assign(partitions)
 
     def _release(self, tps: Sequence[TP]) -> None:
-        """Forget partitions: drop their buffered records; never commit for them again."""
-        dropped = self.buffer.drop(set(tps))
+        """Forget partitions: drop their queued records; never commit for them again."""
+        self.claims.remove(tps)
+        for worker in self.workers:
+            worker.drop(tps)
         for tp in tps:
-            self.claims.pop(tp, None)
+            self.serving.pop(tp, None)
+            self.paused.pop(tp, None)
         if tps:
-            log.info("released %s (%d buffered records dropped)", _names(tps), dropped)
+            log.info("released %s", _names(tps))
         parts = [TopicPartition(t, p) for t, p in tps]
         if self.incremental:
             self.consumer.incremental_unassign(parts)
         else:
             self.consumer.unassign()
 
-    def _finish_for_revoke(self) -> None:
-        """Commit the in-flight batch within the revoke budget, or drop it."""
-        if not self.buffer.items or self.failure is not None:
+    def _finish_for_revoke(self, tps: Sequence[TP]) -> None:
+        """Commit the revoked partitions' in-flight records within the budget, or drop them."""
+        if self.failure is not None:
             return
-        try:
-            self.flush(statement_timeout_ms=revoke_timeout_ms(self.conf, self.cfg.revoke_budget))
-        except Exception as exc:
-            log.warning("in-flight batch dropped on revoke: %s", exc)
-            self.failure = self.failure or exc
-            self.buffer.take()
+        budget_ms = revoke_timeout_ms(self.conf, self.cfg.revoke_budget)
+        involved = {self.serving[tp] for tp in tps if tp in self.serving}
+        for worker in self.workers:
+            if worker.index not in involved or not worker.backlog():
+                continue
+            try:
+                if not worker.finish(budget_ms / 1000, statement_timeout_ms=budget_ms):
+                    log.warning("worker %d did not finish within the revoke budget", worker.index)
+            except Exception as exc:
+                log.warning("in-flight batch dropped on revoke: %s", exc)
+                self.failure = self.failure or exc
+        self._apply_reports()
 
     # -- the loop -----------------------------------------------------------------------------
     def step(self) -> None:
-        """Poll once, buffer what came, commit when the batch is due."""
+        """Poll once, hand the records to their workers, apply what the workers report."""
+        inline = self.workers[0] if not self.workers[0].threaded else None
         now = time.monotonic()
-        messages = self.consumer.consume(
-            num_messages=max(min(self.buffer.room(), 1000), 1),
-            timeout=max(self.buffer.time_left(now), 0.01) if self.buffer.items else 0.2,
-        )
+        wait = max(inline.time_left(now), 0.01) if inline and inline.backlog() else 0.1
+        messages = self.consumer.consume(num_messages=1000, timeout=wait)
         self._raise_failure()
-        self.buffer.add(self._accept(messages), time.monotonic())
-        if self.buffer.is_due(time.monotonic()):
-            self.flush()
-        elif not messages and not self.buffer.items:
+        self._dispatch(self._accept(messages))
+        if inline is not None:
+            inline.pump(time.monotonic())
+        self._apply_reports()
+        self._throttle(len(messages))
+        if not messages and not any(w.backlog() for w in self.workers):
             self._check_fence_when_idle()
+
+    def _dispatch(self, items: Iterable[Item]) -> None:
+        by_tp: dict[TP, list[Item]] = {}
+        for item in items:
+            by_tp.setdefault(source_of(item), []).append(item)
+        for tp, chunk in by_tp.items():
+            c = self.claims.get(tp)
+            if c is not None and tp in self.serving:
+                self.workers[self.serving[tp]].submit(Chunk(tp, c.epoch, chunk))
+
+    def _apply_reports(self) -> None:
+        while self._reports:
+            report = self._reports.popleft()
+            if report.failure is not None:
+                raise report.failure
+            assert report.result is not None
+            if report.result.fenced:
+                self._fenced(report.result.fenced)
+            else:
+                self._committed(report)
+
+    def _throttle(self, taken: int) -> None:
+        """Backpressure per worker, and the rate limit: pause and resume partitions, while
+        polling goes on so the consumer stays in the group."""
+        now = time.monotonic()
+        for worker in self.workers:
+            tps = [tp for tp, w in self.serving.items() if w == worker.index]
+            paused = any("backpressure" in self.paused.get(tp, ()) for tp in tps)
+            decision = gate(worker.backlog(), paused, self.marks)
+            if decision is Gate.PAUSE:
+                self._pause(tps, "backpressure")
+            elif decision is Gate.RESUME:
+                self._resume(tps, "backpressure")
+        if self.bucket is not None:
+            self.bucket.take(taken, now)
+            limited = self.bucket.wait_s(now) > 0
+            tps = list(self.serving)
+            if limited:
+                self._pause([tp for tp in tps if "rate" not in self.paused.get(tp, ())], "rate")
+            else:
+                self._resume(tps, "rate")
+
+    def _pause(self, tps: Sequence[TP], reason: str) -> None:
+        fresh = [tp for tp in tps if not self.paused.get(tp)]
+        for tp in tps:
+            self.paused.setdefault(tp, set()).add(reason)
+        if fresh:
+            self.consumer.pause([TopicPartition(t, p) for t, p in fresh])
+            self.metrics.paused(reason, len(fresh))
+
+    def _resume(self, tps: Sequence[TP], reason: str) -> None:
+        ready = []
+        for tp in tps:
+            reasons = self.paused.get(tp)
+            if reasons and reason in reasons:
+                reasons.discard(reason)
+                if not reasons:
+                    ready.append(tp)
+                    del self.paused[tp]
+        if ready:
+            self.consumer.resume([TopicPartition(t, p) for t, p in ready])
+            self.metrics.resumed(reason, len(ready))
 
     def _check_fence_when_idle(self) -> None:
         """A caught-up consumer commits nothing, so it would not meet the fence: look at the
         rows now and then, so a replay (or a new owner) is noticed without new records."""
         now = time.monotonic()
-        if now - self._fence_checked_at < IDLE_FENCE_CHECK_S or not self.claims:
+        held = self.claims.snapshot()
+        if now - self._fence_checked_at < IDLE_FENCE_CHECK_S or not held:
             return
         self._fence_checked_at = now
         with database_errors("idle fence check"), self.conn.cursor() as cur:
-            rows = lock_rows(cur, self.cfg.group_id, self.claims, lock=False)
+            rows = lock_rows(cur, self.cfg.group_id, held, lock=False)
         outcomes = {
             tp: o
-            for tp, c in self.claims.items()
+            for tp, c in held.items()
             if (o := fence_outcome(c, rows.get(tp))) is not Outcome.OWNED
         }
         if outcomes:
@@ -295,27 +403,15 @@ class Session:
             failure, self.failure = self.failure, None
             raise failure
 
-    def flush(self, statement_timeout_ms: int | None = None) -> None:
-        """Commit everything buffered; partitions found fenced are handled and left out."""
-        items = self.buffer.take()
-        while items:
-            started = time.monotonic()
-            result = commit_batch(self.ctx, self.claims, items, statement_timeout_ms)
-            if not result.fenced:
-                self._committed(result, items, time.monotonic() - started)
-                return
-            self._fenced(result.fenced)
-            items = without(items, result.fenced.keys())
-
-    def _committed(self, result: CommitResult, items: Sequence[Item], duration_s: float) -> None:
-        for tp, offset in result.committed.items():
-            self.claims[tp] = self.claims[tp].advanced(offset)
+    def _committed(self, report: Report) -> None:
+        result = report.result
+        assert result is not None
         self.metrics.batch_committed(
             result.events,
             result.dead_letter_classes,
-            len(items),
-            duration_s,
-            (i.timestamp_ms for i in items if isinstance(i, Event)),
+            report.size,
+            report.duration_s,
+            report.timestamps_ms,
         )
         self.metrics.lag(self._lags(result.committed))
         if self.cfg.mirror_offsets_to_kafka:
@@ -355,8 +451,10 @@ class Session:
         reclaim = [tp for tp, o in outcomes.items() if o is Outcome.RECLAIM]
         if lost:
             log.warning("fenced: %s now owned by another consumer; stopping them", _names(lost))
+            self.claims.remove(lost)
             for tp in lost:
-                self.claims.pop(tp, None)
+                self.serving.pop(tp, None)
+                self.paused.pop(tp, None)
             self.consumer.pause([TopicPartition(t, p) for t, p in lost])
         if reclaim:
             log.warning("fenced: %s reset by a replay; re-claiming", _names(reclaim))
@@ -364,18 +462,21 @@ class Session:
                 self.consumer.seek(position)
 
     def close(self, commit: bool) -> None:
-        """Leave the group; with commit=True the in-flight batch is committed first."""
+        """Leave the group; with commit=True the in-flight records are committed first."""
         try:
+            for worker in self.workers:
+                worker.stop(commit=commit and self.failure is None)
             if commit and self.failure is None:
-                self.flush()
+                self._apply_reports()
         finally:
             if not commit:
-                self.buffer.take()
                 self.failure = self.failure or EosError("closing without commit")
             try:
                 self.consumer.close()
             except (KafkaException, RuntimeError) as exc:
                 log.warning("consumer close: %s", exc)
+            for conn in self._worker_conns:
+                conn.close()
 
 
 def _as_bytes(value: str | bytes | None) -> bytes | None:

@@ -83,6 +83,19 @@ def register(sub: Any) -> None:
         help="do not refresh materialized views from this process",
     )
     p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="threads committing batches, each on its own connection; a partition is served by "
+        "one worker at a time, so its order is kept (default 1: inline in the poll thread)",
+    )
+    p.add_argument(
+        "--max-rate",
+        type=float,
+        metavar="MSGS_PER_S",
+        help="at most this many records a second (token bucket; partitions pause, polling goes on)",
+    )
+    p.add_argument(
         "--metrics-port", type=int, metavar="PORT", help="serve Prometheus metrics on this port"
     )
     p.add_argument(
@@ -136,6 +149,8 @@ def _check_topics(settings: Settings) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.batch_size < 1 or args.batch_timeout_ms < 0:
         raise ConfigError("--batch-size must be >= 1 and --batch-timeout-ms >= 0")
+    if args.workers < 1 or (args.max_rate is not None and args.max_rate <= 0):
+        raise ConfigError("--workers must be >= 1 and --max-rate positive")
     spec = load_handler(args.handler_path or DEFAULT_HANDLER)
     kafka_config = {**settings.kafka_config, **parse_kafka_config(args.kafka_config)}
     _check_database(settings.database_url)
@@ -153,6 +168,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         handler_retries=args.handler_retries,
         idle_exit_s=args.exit_when_idle,
         mirror_offsets_to_kafka=args.mirror_offsets_to_kafka,
+        workers=args.workers,
+        max_rate=args.max_rate,
     )
     metrics = PipelineMetrics()
     if args.metrics_port:

@@ -18,9 +18,10 @@ from eos_pipeline.orders.handler import handle_orders
 from eos_pipeline.orders.schema import parse_order_event
 from eos_pipeline.writer import Writer
 
+# `seq` numbers rows in commit order, so the order of handling per partition can be checked.
 LEDGER_DDL = (
-    "CREATE TABLE IF NOT EXISTS eos_test_ledger "
-    "(src_topic text NOT NULL, src_partition int NOT NULL, src_offset bigint NOT NULL)"
+    "CREATE TABLE IF NOT EXISTS eos_test_ledger (seq bigserial, "
+    "src_topic text NOT NULL, src_partition int NOT NULL, src_offset bigint NOT NULL)"
 )
 
 
@@ -65,6 +66,15 @@ class Explodes(Ledger):
         super().__call__(events, writer)
 
 
+class Slow(Ledger):
+    """Waits EOS_TEST_SLOW_MS per batch, like a handler calling a slow service."""
+
+    def __call__(self, events: Sequence[Event], writer: Writer) -> None:
+        time.sleep(float(os.environ.get("EOS_TEST_SLOW_MS", "20")) / 1000)
+        super().__call__(events, writer)
+
+
 handler = Ledger()
+slow = Slow()
 stalling = StallOnce()
 exploding = Explodes()

@@ -150,10 +150,24 @@ class PipelineProcess:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
 
+    def current_log(self) -> str:
+        path = self.log_dir / f"{self.name}-{self.starts}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def wait_for(self, text: str, timeout: float = 30) -> None:
+        """Until the current run logged `text` (e.g. "assigned")."""
+        deadline = time.monotonic() + timeout
+        while text not in self.current_log():
+            if not self.running or time.monotonic() > deadline:
+                raise AssertionError(f"no {text!r} in the log:\n{self.logs()}")
+            time.sleep(0.1)
+
     def stop(self, timeout: float = 30) -> int:
-        """SIGTERM: the pipeline commits its in-flight batch and exits 0."""
+        """SIGTERM: the pipeline commits its in-flight batch and exits 0. Sent once it runs
+        (its signal handlers are in place when it logs "running")."""
         assert self.proc is not None
         if self.proc.poll() is None:
+            self.wait_for("running")
             self.proc.send_signal(signal.SIGTERM)
         try:
             return self.proc.wait(timeout)
@@ -231,6 +245,13 @@ def check_exactly_once(
             ).fetchone()
             assert handled is not None and decode_failures is not None
             assert handled[0] + decode_failures[0] == len(records)
+            out_of_order = conn.execute(
+                "SELECT src_partition, src_offset FROM (SELECT src_partition, src_offset, "
+                "lag(src_offset) OVER (PARTITION BY src_partition ORDER BY seq) AS before "
+                "FROM eos_test_ledger WHERE src_topic = %s) s WHERE src_offset <= before LIMIT 5",
+                (topic,),
+            ).fetchall()
+            assert not out_of_order, f"handled out of partition order: {out_of_order}"
     assert report.processed + report.dead_letters == len(records)
     return report
 
