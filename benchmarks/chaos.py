@@ -248,7 +248,7 @@ def table(fig: Figures) -> str:
         ("broker restarts", fig.broker_restarts),
         ("database restarts", fig.database_restarts),
         ("rebalances ('assigned' log lines)", fig.rebalances),
-        ("feeder restarts", fig.feeder_restarts),
+        ("producer restarts (finished or failed)", fig.feeder_restarts),
         ("pipeline exits (not killed)", fig.pipeline_exits),
         ("lost", fig.lost),
         ("duplicated", fig.duplicated),

@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -116,10 +117,10 @@ def produce_once(stack: Stack, topic: str, n: int) -> float:
     return time.monotonic() - start
 
 
-def run_worker(stack: Stack, mode: Mode, worker: str, topic: str, *args: str) -> None:
+def run_worker(stack: Stack, logs: Path, mode: Mode, worker: str, topic: str, *args: str) -> None:
     """A baseline from benchmarks.workers, on a fresh database of its own."""
     url = stack.fresh_database()
-    log = RESULTS / f"{worker}.log"
+    log = logs / f"{worker}.log"
     child = Child(
         [
             sys.executable,
@@ -180,11 +181,11 @@ class Progress:
         return self.total - n0, self.done_at - start
 
 
-def run_pipeline(stack: Stack, mode: Mode, topic: str, total: int, batch: int) -> None:
+def run_pipeline(stack: Stack, logs: Path, mode: Mode, topic: str, total: int, batch: int) -> None:
     """`python -m eos_pipeline run` on a fresh database and group until idle."""
     url = stack.fresh_database()
     group = unique("bench-run")
-    log = RESULTS / f"run-{batch}.log"
+    log = logs / f"run-{batch}.log"
     child = Child(pipeline_command(stack.bootstrap, url, topic, group, batch), log=log)
     progress = Progress(url, group, total)
     try:
@@ -236,7 +237,9 @@ def machine() -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     plan, quick = parse_args(argv)
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    # One directory per run: concurrent runs (CI beside a developer) must not share logs.
+    logs = RESULTS / f"bench-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{unique('run')}"
+    logs.mkdir(parents=True)
     stack = Stack.from_environment()
     tuned = f"eos run, batch {plan.tuned_batch}"
     modes = {
@@ -257,12 +260,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"produced {plan.messages} events into {topic} in {produce_s:.1f} s", flush=True)
         limit = str(plan.naive_limit)
         for round_ in range(plan.runs):
-            run_worker(stack, m[0], "raw-consume", topic)
-            run_worker(stack, m[1], "raw-store", topic, "--batch", str(DEFAULT_BATCH))
-            run_pipeline(stack, m[2], topic, plan.messages, DEFAULT_BATCH)
-            run_pipeline(stack, m[3], topic, plan.messages, plan.tuned_batch)
-            run_worker(stack, m[4], "naive-commit", topic, "--limit", limit)
-            run_worker(stack, m[5], "naive-txn", topic, "--limit", limit)
+            run_worker(stack, logs, m[0], "raw-consume", topic)
+            run_worker(stack, logs, m[1], "raw-store", topic, "--batch", str(DEFAULT_BATCH))
+            run_pipeline(stack, logs, m[2], topic, plan.messages, DEFAULT_BATCH)
+            run_pipeline(stack, logs, m[3], topic, plan.messages, plan.tuned_batch)
+            run_worker(stack, logs, m[4], "naive-commit", topic, "--limit", limit)
+            run_worker(stack, logs, m[5], "naive-txn", topic, "--limit", limit)
             print(
                 f"round {round_ + 1}/{plan.runs}: "
                 + ", ".join(f"{x.name} {x.rates[-1]:,.0f}/s" for x in m),
@@ -289,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"latency: live load of {plan.latency_rate} msg/s for {plan.latency_seconds:.0f} s")
     for k, ok in targets.items():
         print(f"target {k}: {'met' if ok else 'MISSED'}")
-    path = RESULTS / f"bench-{datetime.now(UTC):%Y%m%dT%H%M%SZ}{'-quick' if quick else ''}.json"
+    path = logs / ("results-quick.json" if quick else "results.json")
     path.write_bytes(
         orjson.dumps(
             {
