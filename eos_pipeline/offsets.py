@@ -52,12 +52,15 @@ class Outcome(enum.Enum):
     LOST = "lost"  # another consumer owns it now: stop, never commit for it
 
 
-def fence_outcome(claim: Claim, row: OffsetRow | None) -> Outcome:
-    """Decide whether a commit for `claim` may proceed, given the row as locked now."""
+def fence_outcome(claim: Claim, row: OffsetRow | None, check_offset: bool = True) -> Outcome:
+    """Decide whether a commit for `claim` may proceed, given the row as locked now. Without
+    check_offset only the epoch counts (`--order key`: next_offset moves under the workers)."""
     if row is None:
         return Outcome.RECLAIM
     if row.epoch == claim.epoch:
-        return Outcome.OWNED if row.next_offset == claim.next_offset else Outcome.RECLAIM
+        if not check_offset or row.next_offset == claim.next_offset:
+            return Outcome.OWNED
+        return Outcome.RECLAIM
     if row.owner == claim.owner or (row.owner or "").startswith(REPLAY_OWNER_PREFIX):
         return Outcome.RECLAIM
     return Outcome.LOST
@@ -99,10 +102,15 @@ def _split(tps: Iterable[TopicPartition]) -> tuple[list[str], list[int]]:
 
 
 def claim(
-    conn: Conn, group: str, owner: str, tps: Sequence[TopicPartition]
+    conn: Conn,
+    group: str,
+    owner: str,
+    tps: Sequence[TopicPartition],
+    done: dict[TopicPartition, set[int]] | None = None,
 ) -> dict[TopicPartition, Claim]:
-    """Claim partitions in one short transaction, rows touched in a fixed order. A lost
-    connection becomes DatabaseTransient, which the pipeline retries with a new session."""
+    """Claim partitions in one short transaction, rows touched in a fixed order. Given a
+    `done` dict, it is filled with the offsets committed above next_offset, read in the same
+    transaction. A lost connection becomes DatabaseTransient, which the pipeline retries."""
     topics, partitions = _split(tps)
     with database_errors("claim partitions"), conn.transaction(), conn.cursor() as cur:
         cur.execute(
@@ -110,6 +118,8 @@ def claim(
             {"group": group, "owner": owner, "topics": topics, "partitions": partitions},
         )
         rows = cur.fetchall()
+        if done is not None:
+            done.update(done_offsets(cur, group, tps))
     claims: dict[TopicPartition, Claim] = {}
     for topic, partition, next_offset, epoch in rows:
         c = Claim(str(topic), int(partition), int(epoch), _opt_int(next_offset), owner)  # type: ignore[call-overload]
@@ -118,12 +128,13 @@ def claim(
 
 
 def lock_rows(
-    cur: Cursor, group: str, tps: Iterable[TopicPartition], lock: bool = True
+    cur: Cursor, group: str, tps: Iterable[TopicPartition], lock: str | None = "UPDATE"
 ) -> dict[TopicPartition, OffsetRow]:
-    """Lock the offsets rows of a commit (fixed order) and read them as they are now; with
-    lock=False just read them (the idle check for replays)."""
+    """Lock the offsets rows of a commit (fixed order) and read them as they are now. FOR
+    SHARE lets several workers commit for one partition (`--order key`) while still blocking
+    a new owner's claim; lock=None just reads (the idle check for replays)."""
     topics, partitions = _split(tps)
-    query = _READ_SQL + ("FOR UPDATE" if lock else "")
+    query = _READ_SQL + (f"FOR {lock}" if lock in ("UPDATE", "SHARE") else "")
     cur.execute(query, {"group": group, "topics": topics, "partitions": partitions})
     return {
         (str(t), int(p)): OffsetRow(int(e), _opt_int(n), None if o is None else str(o))  # type: ignore[call-overload]
@@ -152,3 +163,49 @@ def advance(
 
 def _opt_int(value: object) -> int | None:
     return None if value is None else int(value)  # type: ignore[call-overload]
+
+
+_DONE_SQL = """
+SELECT topic, partition, src_offset FROM eos_done_offsets
+WHERE consumer_group = %(group)s
+  AND (topic, partition) IN (SELECT * FROM unnest(%(topics)s::text[], %(partitions)s::int[]))
+"""
+
+
+def done_offsets(
+    cur: Cursor, group: str, tps: Iterable[TopicPartition]
+) -> dict[TopicPartition, set[int]]:
+    """Offsets committed above each partition's next_offset (`--order key`)."""
+    topics, partitions = _split(tps)
+    cur.execute(_DONE_SQL, {"group": group, "topics": topics, "partitions": partitions})
+    out: dict[TopicPartition, set[int]] = {}
+    for t, p, o in cur.fetchall():
+        out.setdefault((str(t), int(p)), set()).add(int(o))  # type: ignore[call-overload]
+    return out
+
+
+def mark_done(cur: Cursor, group: str, offsets: Mapping[TopicPartition, Sequence[int]]) -> None:
+    """Record handled offsets in the batch's transaction (instead of advancing next_offset)."""
+    rows = [(group, t, p, o) for (t, p), offs in sorted(offsets.items()) for o in offs]
+    with cur.copy(
+        "COPY eos_done_offsets (consumer_group, topic, partition, src_offset) FROM STDIN"
+    ) as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def advance_watermark(conn: Conn, group: str, c: Claim, next_offset: int) -> bool:
+    """Move a partition's next_offset up to its watermark and forget the done rows below, in
+    one short transaction behind the fence; False when the fence refused it."""
+    with database_errors("advance watermark"), conn.transaction(), conn.cursor() as cur:
+        row = lock_rows(cur, group, [c.key]).get(c.key)
+        if fence_outcome(c, row) is not Outcome.OWNED:
+            return False
+        if advance(cur, group, [c], {c.key: next_offset}) != 1:
+            return False
+        cur.execute(
+            "DELETE FROM eos_done_offsets WHERE consumer_group = %s AND topic = %s "
+            "AND partition = %s AND src_offset < %s",
+            (group, c.topic, c.partition, next_offset),
+        )
+    return True

@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 import uuid
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +41,8 @@ from .events import TopicPartition as TP
 from .flow import Gate, TokenBucket, Watermarks, choose_worker, gate
 from .handlers import DEFAULT_HANDLER, HandlerSpec, decode_record, load_handler
 from .metrics import PipelineMetrics, RunStats
-from .offsets import Claim, Outcome, claim, fence_outcome, lock_rows
+from .offsets import Claim, Outcome, advance_watermark, claim, fence_outcome, lock_rows
+from .progress import PartitionProgress
 from .transaction import BatchContext, CommitResult
 from .workers import Chunk, ClaimTable, Report, Worker
 from .writer import Conn, TableCatalog, prepare_connection
@@ -67,6 +69,7 @@ class RunConfig:
     idle_exit_s: float | None = None
     workers: int = 1
     max_rate: float | None = None
+    order: Literal["partition", "key"] = "partition"
     mirror_offsets_to_kafka: bool = False
     owner: str = field(
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -155,6 +158,8 @@ class Session:
         self.conf = consumer_config(cfg)
         self.incremental = is_incremental(self.conf)
         self.claims = ClaimTable()
+        self.keyed = cfg.order == "key"
+        self.progress: dict[TP, PartitionProgress] = {}  # --order key only
         self.failure: BaseException | None = None
         self._fence_checked_at = time.monotonic()
         self._reports: deque[Report] = deque()
@@ -182,7 +187,12 @@ class Session:
                 prepare_connection(conn)
                 self._worker_conns.append(conn)
             ctx = BatchContext(
-                conn, TableCatalog(), self.spec, self.cfg.group_id, self.cfg.handler_retries
+                conn,
+                TableCatalog(),
+                self.spec,
+                self.cfg.group_id,
+                self.cfg.handler_retries,
+                keyed=self.keyed,
             )
             worker = Worker(index, ctx, self.claims, self.cfg.batch, self._reports.append, threaded)
             worker.start()
@@ -214,8 +224,12 @@ class Session:
     def _claim(self, tps: Sequence[TP]) -> list[TopicPartition]:
         if not tps:
             return []
-        claims = claim(self.conn, self.cfg.group_id, self.cfg.owner, tps)
+        done: dict[TP, set[int]] | None = {} if self.keyed else None
+        claims = claim(self.conn, self.cfg.group_id, self.cfg.owner, tps, done)
         self.claims.put(claims)
+        if done is not None:
+            for tp, c in claims.items():
+                self.progress[tp] = PartitionProgress(c.next_offset, done.get(tp, ()))
         for tp in claims:
             if tp not in self.serving:
                 load = {w.index: 0 for w in self.workers}
@@ -248,6 +262,7 @@ class Session:
         for tp in tps:
             self.serving.pop(tp, None)
             self.paused.pop(tp, None)
+            self.progress.pop(tp, None)
         if tps:
             log.info("released %s", _names(tps))
         parts = [TopicPartition(t, p) for t, p in tps]
@@ -261,7 +276,11 @@ class Session:
         if self.failure is not None:
             return
         budget_ms = revoke_timeout_ms(self.conf, self.cfg.revoke_budget)
-        involved = {self.serving[tp] for tp in tps if tp in self.serving}
+        involved = (
+            {w.index for w in self.workers}
+            if self.keyed
+            else {self.serving[tp] for tp in tps if tp in self.serving}
+        )
         for worker in self.workers:
             if worker.index not in involved or not worker.backlog():
                 continue
@@ -290,13 +309,26 @@ class Session:
             self._check_fence_when_idle()
 
     def _dispatch(self, items: Iterable[Item]) -> None:
-        by_tp: dict[TP, list[Item]] = {}
+        """Partition order: a partition's records go to its worker. Key order (`--order key`):
+        a key's records go to one worker, and each partition tracks what is done."""
+        chunks: dict[tuple[TP, int], list[Item]] = {}
         for item in items:
-            by_tp.setdefault(source_of(item), []).append(item)
-        for tp, chunk in by_tp.items():
+            tp = source_of(item)
+            if tp not in self.serving:
+                continue
+            worker = self.serving[tp]
+            if self.keyed:
+                progress = self.progress[tp]
+                progress.dispatched(item.offset)
+                if progress.is_done(item.offset):
+                    continue  # committed before a restart, above the stored offset
+                if item.key is not None:
+                    worker = zlib.crc32(item.key) % len(self.workers)
+            chunks.setdefault((tp, worker), []).append(item)
+        for (tp, worker), chunk in chunks.items():
             c = self.claims.get(tp)
-            if c is not None and tp in self.serving:
-                self.workers[self.serving[tp]].submit(Chunk(tp, c.epoch, chunk))
+            if c is not None:
+                self.workers[worker].submit(Chunk(tp, c.epoch, chunk))
 
     def _apply_reports(self) -> None:
         while self._reports:
@@ -308,15 +340,33 @@ class Session:
                 self._fenced(report.result.fenced)
             else:
                 self._committed(report)
+                for tp, offsets in report.result.done.items():
+                    if tp in self.progress:
+                        self.progress[tp].completed(offsets)
+        if self.keyed:
+            self._advance_watermarks()
+
+    def _advance_watermarks(self) -> None:
+        """Store each partition's offset up to where everything below is committed."""
+        for tp, progress in list(self.progress.items()):
+            mark = progress.watermark()
+            c = self.claims.get(tp)
+            if c is None or mark is None or mark == c.next_offset:
+                continue
+            if advance_watermark(self.conn, self.cfg.group_id, c, mark):
+                self.claims.advance(tp, c.epoch, mark)
+                progress.advanced(mark)
+            else:
+                self._fence_checked_at = 0.0  # look at the row now
+                self._check_fence_when_idle()
 
     def _throttle(self, taken: int) -> None:
         """Backpressure per worker, and the rate limit: pause and resume partitions, while
         polling goes on so the consumer stays in the group."""
         now = time.monotonic()
-        for worker in self.workers:
-            tps = [tp for tp, w in self.serving.items() if w == worker.index]
+        for tps, backlog in self._feeds():
             paused = any("backpressure" in self.paused.get(tp, ()) for tp in tps)
-            decision = gate(worker.backlog(), paused, self.marks)
+            decision = gate(backlog, paused, self.marks)
             if decision is Gate.PAUSE:
                 self._pause(tps, "backpressure")
             elif decision is Gate.RESUME:
@@ -329,6 +379,16 @@ class Session:
                 self._pause([tp for tp in tps if "rate" not in self.paused.get(tp, ())], "rate")
             else:
                 self._resume(tps, "rate")
+
+    def _feeds(self) -> list[tuple[list[TP], int]]:
+        """Which partitions feed which backlog: a worker's own partitions, or (keyed) every
+        partition feeds every worker, so the fullest worker decides."""
+        if self.keyed:
+            return [(list(self.serving), max(w.backlog() for w in self.workers))]
+        return [
+            ([tp for tp, w in self.serving.items() if w == worker.index], worker.backlog())
+            for worker in self.workers
+        ]
 
     def _pause(self, tps: Sequence[TP], reason: str) -> None:
         fresh = [tp for tp in tps if not self.paused.get(tp)]
@@ -360,7 +420,7 @@ class Session:
             return
         self._fence_checked_at = now
         with database_errors("idle fence check"), self.conn.cursor() as cur:
-            rows = lock_rows(cur, self.cfg.group_id, held, lock=False)
+            rows = lock_rows(cur, self.cfg.group_id, held, lock=None)
         outcomes = {
             tp: o
             for tp, c in held.items()

@@ -379,6 +379,13 @@ def reset_offsets(
             for p in ordered
         }
         cur.execute(_RESET_SQL, params)
+        # Offsets recorded as done above the old position (`run --order key`) mean nothing
+        # at the new one: the replayed range is to be processed again.
+        cur.execute(
+            "DELETE FROM eos_done_offsets WHERE consumer_group = %(group)s "
+            "AND topic = %(topic)s AND partition = ANY(%(partitions)s)",
+            params,
+        )
         if rebuild is None:
             return ResetResult(previous)
         return _rebuild(conn, cur, params, previous, rebuild)

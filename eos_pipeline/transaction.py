@@ -24,7 +24,7 @@ from .batching import Item, next_offsets
 from .errors import PartitionFenced, TransientError, database_errors, is_transient
 from .events import DeadLetter, Event, TopicPartition
 from .handlers import HandlerSpec
-from .offsets import Claim, Outcome, advance, fence_outcome, lock_rows
+from .offsets import Claim, Outcome, advance, fence_outcome, lock_rows, mark_done
 from .writer import Conn, TableCatalog, Writer, write_dead_letters
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ class CommitResult:
 
     committed: Mapping[TopicPartition, int] = field(default_factory=dict)
     fenced: Mapping[TopicPartition, Outcome] = field(default_factory=dict)
+    done: Mapping[TopicPartition, tuple[int, ...]] = field(default_factory=dict)
     events: int = 0
     dead_letter_classes: tuple[str, ...] = ()
 
@@ -53,6 +54,9 @@ class BatchContext:
     spec: HandlerSpec
     group: str
     handler_retries: int = 2
+    # `--order key`: several workers commit for one partition, out of offset order; a batch
+    # records its offsets in eos_done_offsets and the poll thread moves next_offset.
+    keyed: bool = False
 
 
 def commit_batch(
@@ -75,24 +79,35 @@ def commit_batch(
         letters = [i for i in items if isinstance(i, DeadLetter)] + writer.dead_letters
         write_dead_letters(writer, letters)
         # 3. lock the offsets rows (fixed order) and check the fence
-        rows = lock_rows(cur, ctx.group, targets)
+        rows = lock_rows(cur, ctx.group, targets, lock="SHARE" if ctx.keyed else "UPDATE")
         for c in mine:
-            outcome = fence_outcome(c, rows.get(c.key))
+            outcome = fence_outcome(c, rows.get(c.key), check_offset=not ctx.keyed)
             if outcome is not Outcome.OWNED:
                 fenced[c.key] = outcome
         if fenced:
             raise psycopg.Rollback()
-        # 4. advance offsets behind the fence
-        if advance(cur, ctx.group, mine, targets) != len(mine):
+        # 4. advance offsets behind the fence (or, keyed, record the offsets as done)
+        done = _offsets_by_partition(items) if ctx.keyed else {}
+        if ctx.keyed:
+            mark_done(cur, ctx.group, done)
+        elif advance(cur, ctx.group, mine, targets) != len(mine):
             raise PartitionFenced(sorted(targets))
     # 5. committed when the block exited cleanly; rolled back when step 3 found a fence
     if fenced:
         return CommitResult(fenced=fenced)
     return CommitResult(
-        committed=targets,
+        committed={} if ctx.keyed else targets,
+        done=done,
         events=len(events) - len(writer.dead_letters),
         dead_letter_classes=tuple(d.error_class for d in letters),
     )
+
+
+def _offsets_by_partition(items: Sequence[Item]) -> dict[TopicPartition, tuple[int, ...]]:
+    out: dict[TopicPartition, list[int]] = {}
+    for item in items:
+        out.setdefault((item.topic, item.partition), []).append(item.offset)
+    return {tp: tuple(offsets) for tp, offsets in out.items()}
 
 
 def _run_handler(ctx: BatchContext, events: Sequence[Event], writer: Writer) -> None:

@@ -90,6 +90,14 @@ def register(sub: Any) -> None:
         "one worker at a time, so its order is kept (default 1: inline in the poll thread)",
     )
     p.add_argument(
+        "--order",
+        choices=("partition", "key"),
+        default="partition",
+        help="partition (default): a partition's records in offset order; key: records of "
+        "one key in order, a partition's keys spread over the workers (its offset advances "
+        "only to where everything below is committed)",
+    )
+    p.add_argument(
         "--max-rate",
         type=float,
         metavar="MSGS_PER_S",
@@ -170,6 +178,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         mirror_offsets_to_kafka=args.mirror_offsets_to_kafka,
         workers=args.workers,
         max_rate=args.max_rate,
+        order=args.order,
     )
     metrics = PipelineMetrics()
     if args.metrics_port:

@@ -20,16 +20,16 @@ from eos_pipeline.writer import Writer
 
 # `seq` numbers rows in commit order, so the order of handling per partition can be checked.
 LEDGER_DDL = (
-    "CREATE TABLE IF NOT EXISTS eos_test_ledger (seq bigserial, "
-    "src_topic text NOT NULL, src_partition int NOT NULL, src_offset bigint NOT NULL)"
+    "CREATE TABLE IF NOT EXISTS eos_test_ledger (seq bigserial, src_topic text NOT NULL, "
+    "src_partition int NOT NULL, src_offset bigint NOT NULL, src_key bytea)"
 )
 
 
 def record(events: Sequence[Event], writer: Writer) -> None:
     writer.insert(
         "eos_test_ledger",
-        ("src_topic", "src_partition", "src_offset"),
-        [(e.topic, e.partition, e.offset) for e in events],
+        ("src_topic", "src_partition", "src_offset", "src_key"),
+        [(e.topic, e.partition, e.offset, e.key) for e in events],
     )
 
 

@@ -220,7 +220,12 @@ def create_ledger(database_url: str) -> None:
 
 
 def check_exactly_once(
-    bootstrap: str, database_url: str, topic: str, group: str, expect_records: int | None = None
+    bootstrap: str,
+    database_url: str,
+    topic: str,
+    group: str,
+    expect_records: int | None = None,
+    order: str = "partition",
 ) -> AuditReport:
     """The audit, plus (where the ledger handler ran) no source offset handled twice."""
     records = read_topic(bootstrap, topic)
@@ -245,13 +250,14 @@ def check_exactly_once(
             ).fetchone()
             assert handled is not None and decode_failures is not None
             assert handled[0] + decode_failures[0] == len(records)
+            scope = "src_partition" if order == "partition" else "src_partition, src_key"
             out_of_order = conn.execute(
                 "SELECT src_partition, src_offset FROM (SELECT src_partition, src_offset, "
-                "lag(src_offset) OVER (PARTITION BY src_partition ORDER BY seq) AS before "
+                f"lag(src_offset) OVER (PARTITION BY {scope} ORDER BY seq) AS before "
                 "FROM eos_test_ledger WHERE src_topic = %s) s WHERE src_offset <= before LIMIT 5",
                 (topic,),
             ).fetchall()
-            assert not out_of_order, f"handled out of partition order: {out_of_order}"
+            assert not out_of_order, f"handled out of {order} order: {out_of_order}"
     assert report.processed + report.dead_letters == len(records)
     return report
 

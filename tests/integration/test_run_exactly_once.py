@@ -212,7 +212,11 @@ def test_start_latest_skips_what_was_there(
     assert db.execute("SELECT count(*) FROM order_events").fetchone() == (0,)
 
 
-@pytest.mark.parametrize("extra", [(), ("--workers", "4")], ids=["inline", "workers4"])
+@pytest.mark.parametrize(
+    "extra",
+    [(), ("--workers", "4"), ("--workers", "4", "--order", "key")],
+    ids=["inline", "workers4", "workers4-key-order"],
+)
 def test_sigkill_at_random_moments(
     kafka_bootstrap: str,
     database_url: str,
@@ -248,13 +252,19 @@ def test_sigkill_at_random_moments(
     finally:
         pipeline.kill()
     assert kills == 5
-    report = check_exactly_once(kafka_bootstrap, database_url, topic, group_id)
+    order = "key" if "key" in extra else "partition"
+    report = check_exactly_once(kafka_bootstrap, database_url, topic, group_id, order=order)
     assert report.records == 8000
 
 
 @pytest.mark.parametrize(
-    ("assignor", "workers"),
-    [("cooperative-sticky", "1"), ("range", "1"), ("cooperative-sticky", "4")],
+    ("assignor", "workers", "order"),
+    [
+        ("cooperative-sticky", "1", "partition"),
+        ("range", "1", "partition"),
+        ("cooperative-sticky", "4", "partition"),
+        ("cooperative-sticky", "4", "key"),
+    ],
 )
 def test_rebalances_with_three_processes(
     kafka_bootstrap: str,
@@ -264,6 +274,7 @@ def test_rebalances_with_three_processes(
     tmp_path: Path,
     assignor: str,
     workers: str,
+    order: str,
 ) -> None:
     topic = new_topic(partitions=6)
     feeder = start_producer(kafka_bootstrap, topic, 9000, seed=21, poison_rate=0.01)
@@ -278,6 +289,8 @@ def test_rebalances_with_three_processes(
             assignor,
             "--workers",
             workers,
+            "--order",
+            order,
             name=f"p{i}",
         )
         for i in range(3)
@@ -310,7 +323,7 @@ def test_rebalances_with_three_processes(
         for p in procs:
             p.kill()
         feeder.kill()
-    check_exactly_once(kafka_bootstrap, database_url, topic, group_id)
+    check_exactly_once(kafka_bootstrap, database_url, topic, group_id, order=order)
 
 
 def test_zombie_commit_is_rejected_by_the_fence(
