@@ -1,16 +1,17 @@
-"""What flows through the pipeline: a decoded Kafka record, and a record that failed."""
+"""What flows through the pipeline: a decoded Kafka record, and a record that failed.
+
+Both are named tuples: one is built per record on the hot path, and a tuple is built several
+times faster than a frozen dataclass, while staying immutable."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 TopicPartition = tuple[str, int]
 Headers = tuple[tuple[str, bytes | None], ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
     """One Kafka record, its value already decoded (and validated) for the handler."""
 
     topic: str
@@ -27,8 +28,7 @@ class Event:
         return (self.topic, self.partition)
 
 
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
+class DeadLetter(NamedTuple):
     """A record the pipeline could not process; stored with its source coordinates."""
 
     topic: str

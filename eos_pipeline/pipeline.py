@@ -429,27 +429,32 @@ class Session:
         if outcomes:
             self._fenced(outcomes)
 
-    def _accept(self, messages: Iterable[Message]) -> Iterable[Item]:
+    def _accept(self, messages: Sequence[Message]) -> list[Item]:
+        held = self.claims.snapshot()
+        items: list[Item] = []
         for m in messages:
             err = m.error()
             if err is not None:
                 self._on_kafka_error(err)
                 continue
             topic, partition, offset = str(m.topic()), int(m.partition() or 0), int(m.offset() or 0)
-            c = self.claims.get((topic, partition))
+            c = held.get((topic, partition))
             if c is None or (c.next_offset is not None and offset < c.next_offset):
                 continue  # not ours (any more), or already committed
-            self.metrics.consumed(1)
-            yield decode_record(
-                self.spec,
-                topic,
-                partition,
-                offset,
-                _as_bytes(m.key()),
-                _as_bytes(m.value()),
-                m.timestamp()[1],
-                _headers(m.headers()),
+            items.append(
+                decode_record(
+                    self.spec,
+                    topic,
+                    partition,
+                    offset,
+                    _as_bytes(m.key()),
+                    _as_bytes(m.value()),
+                    m.timestamp()[1],
+                    _headers(m.headers()),
+                )
             )
+        self.metrics.consumed(len(items))
+        return items
 
     def _on_kafka_error(self, err: RdKafkaError) -> None:
         if err.code() == RdKafkaError._PARTITION_EOF:

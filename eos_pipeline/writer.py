@@ -128,6 +128,14 @@ class Writer:
         if on_conflict == "error":
             self._copy(_ident(table), table, columns, rows)
             return
+        # Conflicts are rare (reprocessing after a replay): try a direct COPY first, and only
+        # when a key exists go through staging with ON CONFLICT DO NOTHING.
+        try:
+            with self._conn.transaction():
+                self._copy(_ident(table), table, columns, rows)
+            return
+        except psycopg.errors.UniqueViolation:
+            pass
         staging = self._stage(table, columns, rows)
         self._conn.execute(
             sql.SQL("INSERT INTO {t} ({c}) SELECT {c} FROM {s} ON CONFLICT DO NOTHING").format(

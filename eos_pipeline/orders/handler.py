@@ -7,10 +7,9 @@ an order's `last_offset` (same source partition) is recognised as already applie
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..events import Event
 from ..views.builtin import ORDER_STATUS_COUNTS
@@ -42,8 +41,9 @@ EVENT_COLUMNS = (
 UNKNOWN_ORDER = "UnknownOrder"
 
 
-@dataclass(frozen=True, slots=True)
-class OrderState:
+class OrderState(NamedTuple):
+    """One row of `orders`, in ORDER_COLUMNS order (a named tuple: it is its own row)."""
+
     order_id: str
     customer_id: str
     status: str
@@ -57,19 +57,7 @@ class OrderState:
     last_offset: int
 
     def row(self) -> tuple[Any, ...]:
-        return (
-            self.order_id,
-            self.customer_id,
-            self.status,
-            self.item_count,
-            self.total_amount,
-            self.paid_amount,
-            self.created_at,
-            self.updated_at,
-            self.src_topic,
-            self.src_partition,
-            self.last_offset,
-        )
+        return tuple(self)
 
 
 def already_applied(state: OrderState, event: Event) -> bool:
@@ -103,23 +91,31 @@ def apply(state: OrderState | None, event: Event) -> OrderState | None:
         )
     if e.type == "order_created" or already_applied(state, event):
         return state
-    moved = replace(
-        state,
-        updated_at=e.ts,
-        src_topic=event.topic,
-        src_partition=event.partition,
-        last_offset=event.offset,
+    status, count, total, paid = (
+        state.status,
+        state.item_count,
+        state.total_amount,
+        state.paid_amount,
     )
     if e.type == "item_added":
-        return replace(
-            moved,
-            item_count=state.item_count + e.quantity,
-            total_amount=state.total_amount + e.quantity * e.unit_price,
-        )
-    status = STATUS_BY_TYPE[e.type]
-    if e.type == "order_paid":
-        return replace(moved, status=status, paid_amount=e.amount)
-    return replace(moved, status=status)
+        count, total = count + e.quantity, total + e.quantity * e.unit_price
+    elif e.type == "order_paid":
+        status, paid = "paid", e.amount
+    else:
+        status = STATUS_BY_TYPE[e.type]
+    return OrderState(
+        state.order_id,
+        state.customer_id,
+        status,
+        count,
+        total,
+        paid,
+        state.created_at,
+        e.ts,
+        event.topic,
+        event.partition,
+        event.offset,
+    )
 
 
 def status_deltas(

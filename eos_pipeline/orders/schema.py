@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..handlers import InvalidEvent, json_deserializer
 
@@ -19,8 +18,7 @@ EVENT_TYPES = frozenset({*STATUS_BY_TYPE, "item_added"})
 _MAX_AMOUNT = Decimal("999999999999.99")  # numeric(14,2)
 
 
-@dataclass(frozen=True, slots=True)
-class OrderEvent:
+class OrderEvent(NamedTuple):
     type: str
     order_id: str
     ts: datetime

@@ -67,11 +67,8 @@ def test_metrics_and_offset_mirror(
     dead = sum(v for k, v in metrics.items() if k.startswith("eos_dead_letters_total"))
     assert dead == report.dead_letters > 0
     assert metrics["eos_batches_total"] >= 1
-    assert metrics["eos_end_to_end_seconds_count"] == report.processed + sum(
-        v
-        for k, v in metrics.items()
-        if k.startswith("eos_dead_letters_total") and "UnknownOrder" in k
-    )
+    # Sampled: up to 64 records of each batch.
+    assert 0 < metrics["eos_end_to_end_seconds_count"] <= 64 * metrics["eos_batches_total"]
     assert metrics['eos_rebalances_total{kind="assign"}'] >= 1
     assert metrics["eos_commit_seconds_count"] == metrics["eos_batches_total"]
     lags = {k: v for k, v in metrics.items() if k.startswith("eos_partition_lag")}

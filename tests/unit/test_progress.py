@@ -42,3 +42,11 @@ def test_done_set_forgets_what_the_watermark_passed() -> None:
     assert p.watermark() == 4
     p.advanced(4)
     assert not p.is_done(2)
+
+
+def test_latency_sample_is_evenly_spread_and_keeps_the_ends() -> None:
+    from eos_pipeline.metrics import sample
+
+    assert sample([1, 2, 3], 64) == [1, 2, 3]
+    picked = sample(list(range(1000)), 5)
+    assert picked == [0, 250, 500, 749, 999]
