@@ -14,7 +14,8 @@ from typing import Any, Literal
 
 import orjson
 import psycopg
-from psycopg import sql
+from psycopg import pq, sql
+from psycopg.adapt import Dumper
 from psycopg.types.json import set_json_dumps
 
 from .events import DeadLetter, Event
@@ -30,9 +31,25 @@ def _json_dumps(obj: Any) -> bytes:
     return orjson.dumps(obj)
 
 
+class JsonBytes(bytes):
+    """Bytes that already hold JSON, for jsonb parameters."""
+
+
+class _JsonbBinaryDumper(Dumper):
+    """jsonb in binary COPY (chosen by column type): version byte + JSON, one call a value."""
+
+    format = pq.Format.BINARY
+
+    def dump(self, obj: Any) -> bytes:
+        return b"\x01" + _json_dumps(obj)
+
+
 def prepare_connection(conn: Conn) -> None:
-    """Per-connection adapters: orjson for json/jsonb values."""
+    """Per-connection adapters: orjson for json/jsonb values, a one-call jsonb COPY dumper."""
     set_json_dumps(_json_dumps, context=conn)
+    jsonb = conn.adapters.types["jsonb"]
+    dumper = type("JsonbBinaryDumper", (_JsonbBinaryDumper,), {"oid": jsonb.oid})
+    conn.adapters.register_dumper(JsonBytes, dumper)
 
 
 def _ident(name: str) -> sql.Composable:

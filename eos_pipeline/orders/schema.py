@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple
@@ -35,10 +36,17 @@ def _text(doc: dict[str, Any], name: str) -> str:
     return value
 
 
+# The common shape of a valid amount, checked in C; anything else takes the slow path below,
+# which accepts the same values and says what is wrong with the others.
+_PLAIN_MONEY = re.compile(r"\d{1,12}(?:\.\d{1,2})?")
+
+
 def _money(doc: dict[str, Any], name: str) -> Decimal:
     raw = doc.get(name)
     if not isinstance(raw, str):
         raise InvalidEvent(f"field {name!r} must be a decimal string")
+    if _PLAIN_MONEY.fullmatch(raw):
+        return Decimal(raw)
     try:
         value = Decimal(raw)
     except InvalidOperation:
