@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from .errors import KafkaError, KafkaUnavailable
+from .errors import ConfigError, KafkaError, KafkaUnavailable
 
 ADMIN_TIMEOUT_S = 10.0
 
 
 def admin_client(bootstrap: str, extra: Mapping[str, str] | None = None) -> AdminClient:
-    conf: dict[str, str | int | float | bool] = {"bootstrap.servers": bootstrap}
+    # Quiet: every caller turns a failure into one readable error of its own, and librdkafka
+    # would otherwise print a line per reconnect attempt to stderr.
+    conf: dict[str, str | int | float | bool] = {"bootstrap.servers": bootstrap, "log_level": 0}
     conf.update(extra or {})
     return AdminClient(conf)
 
@@ -54,3 +56,14 @@ def create_topic(
     except TimeoutError:
         raise KafkaUnavailable(f"cannot create topic {name!r}: Kafka did not answer") from None
     return True
+
+
+def require_topics(bootstrap: str, extra: Mapping[str, str] | None, topics: Sequence[str]) -> None:
+    """Up-front check: the broker answers (bounded time) and the topics exist."""
+    existing = list_topics(admin_client(bootstrap, extra))
+    missing = [t for t in topics if t not in existing]
+    if missing:
+        raise ConfigError(
+            f"topic(s) not found on {bootstrap}: {', '.join(missing)} "
+            "(create them with `python -m eos_pipeline topics create NAME --partitions N`)"
+        )

@@ -7,6 +7,10 @@ import sys
 
 import orjson
 
+# librdkafka's own log lines (one per reconnect attempt, say) go to this logger; they are shown
+# with --log-level DEBUG only: the pipeline reports what matters as its own events.
+LIBRDKAFKA_LOGGER = "eos_pipeline.librdkafka"
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -32,3 +36,5 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    quiet = level.upper() != "DEBUG"
+    logging.getLogger(LIBRDKAFKA_LOGGER).setLevel(logging.CRITICAL if quiet else logging.DEBUG)

@@ -40,6 +40,7 @@ from .events import Headers
 from .events import TopicPartition as TP
 from .flow import Gate, TokenBucket, Watermarks, choose_worker, gate
 from .handlers import DEFAULT_HANDLER, HandlerSpec, decode_record, load_handler
+from .logs import LIBRDKAFKA_LOGGER
 from .metrics import PipelineMetrics, RunStats
 from .offsets import Claim, Outcome, advance_watermark, claim, fence_outcome, lock_rows
 from .progress import PartitionProgress
@@ -169,7 +170,7 @@ class Session:
         self.paused: dict[TP, set[str]] = {}  # partition -> reasons (backpressure, rate)
         self.marks = Watermarks.for_batch(cfg.batch.max_messages)
         self.bucket = TokenBucket(cfg.max_rate, now=time.monotonic()) if cfg.max_rate else None
-        self.consumer = Consumer(self.conf, logger=logging.getLogger("eos_pipeline.librdkafka"))
+        self.consumer = Consumer(self.conf, logger=logging.getLogger(LIBRDKAFKA_LOGGER))
         self.consumer.subscribe(
             list(cfg.topics),
             on_assign=self._on_assign,

@@ -27,6 +27,7 @@ from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka import KafkaException, Producer, TopicPartition
 
 from .errors import ConfigError, EosError, KafkaError, ProducerFenced, TransactionAborted
+from .logs import LIBRDKAFKA_LOGGER
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +187,7 @@ class TransactionalProducer:
             partitioner=partitioner,
             extra=config,
         )
-        self._producer = Producer(conf)
+        self._producer = Producer(conf, logger=logging.getLogger(LIBRDKAFKA_LOGGER))
         self.state = State.READY
         self._call("init_transactions", self._producer.init_transactions, CALL_TIMEOUT_S)
 

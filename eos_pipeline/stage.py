@@ -28,9 +28,10 @@ from typing import Any, Protocol
 import orjson
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from .admin import admin_client, list_topics
+from .admin import require_topics
 from .config import Settings
 from .errors import ConfigError, HandlerError, TransactionAborted
+from .logs import LIBRDKAFKA_LOGGER
 from .producer import State, TransactionalProducer, default_transactional_id
 from .shutdown import StopRequest
 
@@ -355,10 +356,9 @@ def run_stage(args: argparse.Namespace, settings: Settings) -> int:
     output_topic = check_stage(getattr(args, "output_topic", None), settings.topics)
     options = stage_options(args, output_topic)
     handler = load_stage_handler(getattr(args, "handler_path", None) or DEFAULT_STAGE_HANDLER)
-    existing = list_topics(admin_client(settings.kafka_bootstrap, settings.kafka_config))
-    missing = [t for t in (*settings.topics, output_topic) if t not in existing]
-    if missing:
-        raise ConfigError(f"topic(s) not found: {', '.join(missing)} (see `topics create`)")
+    require_topics(
+        settings.kafka_bootstrap, settings.kafka_config, [*settings.topics, output_topic]
+    )
     transactional_id = getattr(args, "transactional_id", None) or default_transactional_id(
         "stage", settings.group_id
     )
@@ -368,7 +368,10 @@ def run_stage(args: argparse.Namespace, settings: Settings) -> int:
     producer = TransactionalProducer(
         settings.kafka_bootstrap, transactional_id, config=settings.kafka_config
     )
-    consumer = Consumer(consumer_config(settings, extra, getattr(args, "start", "earliest")))
+    consumer = Consumer(
+        consumer_config(settings, extra, getattr(args, "start", "earliest")),
+        logger=logging.getLogger(LIBRDKAFKA_LOGGER),
+    )
     stage = KafkaStage(consumer, producer, handler, options)
     log.info(
         "stage %s -> %s as %r in group %s",

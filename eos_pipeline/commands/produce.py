@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from typing import Any, BinaryIO
 
+from ..admin import require_topics
 from ..config import Settings
 from ..errors import ConfigError, KafkaError, TransactionAborted
 from ..orders.generate import DEFAULT_OPEN_ORDERS, generate_orders
@@ -141,6 +142,7 @@ def commit_batch(producer: TransactionalProducer, topic: str, batch: list[Line])
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     check_args(args)
+    require_topics(settings.kafka_bootstrap, settings.kafka_config, [args.topic])
     committed = args.skip
     with ExitStack() as stack:
         lines = open_input(args, stack)

@@ -7,7 +7,7 @@ import importlib
 import logging
 from typing import Any
 
-from ..admin import admin_client, list_topics
+from ..admin import require_topics
 from ..batching import BatchPolicy
 from ..config import Settings
 from ..db import connect, mask_url
@@ -144,16 +144,6 @@ def _check_database(url: str) -> None:
         )
 
 
-def _check_topics(settings: Settings) -> None:
-    existing = list_topics(admin_client(settings.kafka_bootstrap, settings.kafka_config))
-    missing = [t for t in settings.topics if t not in existing]
-    if missing:
-        raise ConfigError(
-            f"topic(s) not found on {settings.kafka_bootstrap}: {', '.join(missing)} "
-            "(create them with `python -m eos_pipeline topics create NAME --partitions N`)"
-        )
-
-
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.batch_size < 1 or args.batch_timeout_ms < 0:
         raise ConfigError("--batch-size must be >= 1 and --batch-timeout-ms >= 0")
@@ -162,7 +152,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     spec = load_handler(args.handler_path or DEFAULT_HANDLER)
     kafka_config = {**settings.kafka_config, **parse_kafka_config(args.kafka_config)}
     _check_database(settings.database_url)
-    _check_topics(settings)
+    require_topics(settings.kafka_bootstrap, settings.kafka_config, settings.topics)
     cfg = RunConfig(
         kafka_bootstrap=settings.kafka_bootstrap,
         database_url=settings.database_url,
