@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import psycopg
@@ -35,6 +37,16 @@ def cli(bootstrap: str, database_url: str, *args: str) -> list[str]:
     ]
 
 
+def _produce_args(
+    bootstrap: str, topic: str, n: int, seed: int, poison_rate: float, batch_size: int
+) -> list[str]:
+    return [
+        sys.executable, "-m", "eos_pipeline", "--bootstrap", bootstrap, "produce",
+        "--topic", topic, "--generate", str(n), "--seed", str(seed),
+        "--poison-rate", str(poison_rate), "--batch-size", str(batch_size),
+    ]  # fmt: skip
+
+
 def produce(
     bootstrap: str,
     topic: str,
@@ -46,25 +58,7 @@ def produce(
 ) -> None:
     """Produce n generated orders events in Kafka transactions (blocks until committed)."""
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "eos_pipeline",
-            "--bootstrap",
-            bootstrap,
-            "produce",
-            "--topic",
-            topic,
-            "--generate",
-            str(n),
-            "--seed",
-            str(seed),
-            "--poison-rate",
-            str(poison_rate),
-            "--batch-size",
-            str(batch_size),
-            *extra,
-        ],
+        [*_produce_args(bootstrap, topic, n, seed, poison_rate, batch_size), *extra],
         check=True,
         capture_output=True,
         timeout=120,
@@ -75,27 +69,27 @@ def start_producer(
     bootstrap: str, topic: str, n: int, seed: int, poison_rate: float = 0.0, batch_size: int = 200
 ) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "eos_pipeline",
-            "--bootstrap",
-            bootstrap,
-            "produce",
-            "--topic",
-            topic,
-            "--generate",
-            str(n),
-            "--seed",
-            str(seed),
-            "--poison-rate",
-            str(poison_rate),
-            "--batch-size",
-            str(batch_size),
-        ],
+        _produce_args(bootstrap, topic, n, seed, poison_rate, batch_size),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def scrape_metrics(port: int) -> dict[str, float]:
+    """The pipeline's Prometheus metrics, by series (name with labels)."""
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    values: dict[str, float] = {}
+    for line in body.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
 
 
 class PipelineProcess:
@@ -134,11 +128,12 @@ class PipelineProcess:
         self.starts = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> PipelineProcess:
+    def start(self, env: Mapping[str, str] | None = None) -> PipelineProcess:
         self.starts += 1
-        log = open(self.log_dir / f"{self.name}-{self.starts}.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        log.close()
+        with open(self.log_dir / f"{self.name}-{self.starts}.log", "wb") as log:
+            self.proc = subprocess.Popen(
+                self.args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env
+            )
         return self
 
     @property

@@ -7,7 +7,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -19,19 +18,20 @@ import pytest
 from eos_pipeline.audit import read_topic
 from eos_pipeline.migrate import upgrade
 
-from .support import ROOT, PipelineProcess, check_exactly_once, start_producer, wait_caught_up
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from .support import (
+    ROOT,
+    PipelineProcess,
+    check_exactly_once,
+    free_port,
+    start_producer,
+    wait_caught_up,
+)
 
 
 class PrivatePostgres:
     def __init__(self) -> None:
         self.dir = Path(f"/var/tmp/eos-test-{uuid.uuid4().hex[:10]}")
-        self.port = _free_port()
+        self.port = free_port()
         self.env = {
             **os.environ,
             "EOS_DEVSTACK_DIR": str(self.dir),

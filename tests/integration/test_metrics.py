@@ -3,9 +3,7 @@ stored offsets to the group's Kafka offsets for Kafka's own lag tools."""
 
 from __future__ import annotations
 
-import socket
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,23 +11,15 @@ from confluent_kafka import Consumer, TopicPartition
 
 from eos_pipeline.audit import read_topic
 
-from .support import PipelineProcess, check_exactly_once, produce, stored_offsets, wait_caught_up
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _scrape(port: int) -> dict[str, float]:
-    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    values: dict[str, float] = {}
-    for line in body.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            values[name] = float(value)
-    return values
+from .support import (
+    PipelineProcess,
+    check_exactly_once,
+    free_port,
+    produce,
+    scrape_metrics,
+    stored_offsets,
+    wait_caught_up,
+)
 
 
 def test_metrics_and_offset_mirror(
@@ -41,7 +31,7 @@ def test_metrics_and_offset_mirror(
 ) -> None:
     topic = new_topic(partitions=2)
     produce(kafka_bootstrap, topic, 1500, seed=61, poison_rate=0.05)
-    port = _free_port()
+    port = free_port()
     pipeline = PipelineProcess(
         kafka_bootstrap,
         database_url,
@@ -56,7 +46,7 @@ def test_metrics_and_offset_mirror(
         records = read_topic(kafka_bootstrap, topic)
         wait_caught_up(database_url, group_id, records, alive=lambda: pipeline.running)
         time.sleep(1)
-        metrics = _scrape(port)
+        metrics = scrape_metrics(port)
         assert pipeline.stop() == 0, pipeline.logs()
     finally:
         pipeline.kill()

@@ -357,13 +357,7 @@ def test_zombie_commit_is_rejected_by_the_fence(
         kafka_bootstrap, database_url, topic, group_id, tmp_path, name="healthy"
     )
     try:
-        zombie.args = zombie.args  # started with the stall switched on:
-        log = open(tmp_path / "zombie-1.log", "wb")  # noqa: SIM115
-        zombie.starts = 1
-        zombie.proc = subprocess.Popen(
-            zombie.args, stdout=log, stderr=subprocess.STDOUT, env=zombie_env
-        )
-        log.close()
+        zombie.start(zombie_env)
         deadline = time.monotonic() + 30
         while not marker.exists():
             assert time.monotonic() < deadline, zombie.logs()

@@ -4,36 +4,23 @@ rate limit holds consumption back, and partition order is kept (the ledger's che
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 from eos_pipeline.audit import read_topic
 
-from .support import PipelineProcess, check_exactly_once, produce, wait_caught_up
+from .support import (
+    PipelineProcess,
+    check_exactly_once,
+    free_port,
+    produce,
+    scrape_metrics,
+    wait_caught_up,
+)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _metric(port: int, name: str) -> float:
-    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return sum(
-        float(line.rpartition(" ")[2]) for line in body.splitlines() if line.startswith(name)
-    )
-
-
-def _start(pipeline: PipelineProcess, env: dict[str, str]) -> None:
-    pipeline.starts += 1
-    with open(pipeline.log_dir / f"{pipeline.name}-{pipeline.starts}.log", "wb") as log:
-        pipeline.proc = subprocess.Popen(
-            pipeline.args, stdout=log, stderr=subprocess.STDOUT, env=env
-        )
+def _metric(port: int, series: str) -> float:
+    return scrape_metrics(port).get(series, 0.0)
 
 
 def test_backpressure_pauses_and_resumes_under_a_slow_handler(
@@ -45,7 +32,7 @@ def test_backpressure_pauses_and_resumes_under_a_slow_handler(
 ) -> None:
     topic = new_topic(partitions=4)
     produce(kafka_bootstrap, topic, 6000, seed=71)
-    port = _free_port()
+    port = free_port()
     pipeline = PipelineProcess(
         kafka_bootstrap,
         database_url,
@@ -61,7 +48,7 @@ def test_backpressure_pauses_and_resumes_under_a_slow_handler(
         "--metrics-port",
         str(port),
     )
-    _start(pipeline, {**os.environ, "EOS_TEST_SLOW_MS": "30"})
+    pipeline.start({**os.environ, "EOS_TEST_SLOW_MS": "30"})
     try:
         pipeline.wait_for("assigned")
         wait_caught_up(
@@ -89,7 +76,7 @@ def test_max_rate_holds_consumption_back(
 ) -> None:
     topic = new_topic(partitions=2)
     produce(kafka_bootstrap, topic, 3000, seed=72)
-    port = _free_port()
+    port = free_port()
     pipeline = PipelineProcess(
         kafka_bootstrap,
         database_url,
