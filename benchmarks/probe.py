@@ -6,6 +6,7 @@ are not in it)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from eos_pipeline.events import Event
@@ -34,3 +35,20 @@ class ProbedOrdersHandler:
 
 
 handle_orders_probed = ProbedOrdersHandler()
+
+
+SLOW_HANDLER_WAIT_S = 0.005
+
+
+class SlowOrdersHandler:
+    """The default handler after 5 ms of waiting per batch, like a call to a slow service:
+    the case `run --workers N` is for."""
+
+    deserialize = staticmethod(handle_orders.deserialize)
+
+    def __call__(self, events: Sequence[Event], writer: Writer) -> None:
+        time.sleep(SLOW_HANDLER_WAIT_S)
+        handle_orders(events, writer)
+
+
+handle_orders_slowly = SlowOrdersHandler()

@@ -181,12 +181,21 @@ class Progress:
         return self.total - n0, self.done_at - start
 
 
-def run_pipeline(stack: Stack, logs: Path, mode: Mode, topic: str, total: int, batch: int) -> None:
+# `run --workers` against a handler that waits 5 ms per batch of SLOW_BATCH records.
+SLOW_BATCH = 200
+SLOW_HANDLER = "benchmarks.probe:handle_orders_slowly"
+SLOW_1 = "slow handler, 1 worker"
+SLOW_4 = "slow handler, 4 workers"
+
+
+def run_pipeline(
+    stack: Stack, logs: Path, mode: Mode, topic: str, total: int, batch: int, *extra: str
+) -> None:
     """`python -m eos_pipeline run` on a fresh database and group until idle."""
     url = stack.fresh_database()
     group = unique("bench-run")
-    log = logs / f"run-{batch}.log"
-    child = Child(pipeline_command(stack.bootstrap, url, topic, group, batch), log=log)
+    log = logs / f"run-{''.join(c if c.isalnum() else '-' for c in mode.name)}.log"
+    child = Child(pipeline_command(stack.bootstrap, url, topic, group, batch, *extra), log=log)
     progress = Progress(url, group, total)
     try:
         usage = child.wait(timeout=1800, poll=progress)
@@ -251,6 +260,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             tuned,
             "naive: Kafka commit/msg",
             "naive: PG txn/msg",
+            SLOW_1,
+            SLOW_4,
         )
     }
     m = list(modes.values())
@@ -266,6 +277,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_pipeline(stack, logs, m[3], topic, plan.messages, plan.tuned_batch)
             run_worker(stack, logs, m[4], "naive-commit", topic, "--limit", limit)
             run_worker(stack, logs, m[5], "naive-txn", topic, "--limit", limit)
+            for mode, workers in ((m[6], "1"), (m[7], "4")):
+                run_pipeline(
+                    stack, logs, mode, topic, plan.messages, SLOW_BATCH,
+                    *("--handler", SLOW_HANDLER, "--workers", workers, "--no-view-refresh"),
+                )  # fmt: skip
             print(
                 f"round {round_ + 1}/{plan.runs}: "
                 + ", ".join(f"{x.name} {x.rates[-1]:,.0f}/s" for x in m),
@@ -279,6 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stack.close()
     report = table(m, plan.runs)
     rel = ratios(m[2:4], {"raw": m[0], "store": m[1], "naive_c": m[4], "naive_t": m[5]})
+    rel[f"{SLOW_4} / {SLOW_1}"] = ratio(m[7], m[6])
     best = max(m[2:4], key=lambda x: x.rate)
     targets = {
         "run >= 50% of min(raw consume, raw store)": best.rate >= 0.5 * min(m[0].rate, m[1].rate),
