@@ -56,8 +56,12 @@ class BatchBuffer:
             return self.policy.max_wait_s
         return max(self.policy.max_wait_s - (now - self.started_at), 0.0)
 
-    def take(self) -> list[Item]:
-        items, self.items, self.started_at = self.items, [], None
+    def take(self, limit: int | None = None) -> list[Item]:
+        """The oldest `limit` records (all by default); the rest stay, their clock running."""
+        if limit is None or len(self.items) <= limit:
+            items, self.items, self.started_at = self.items, [], None
+            return items
+        items, self.items = self.items[:limit], self.items[limit:]
         return items
 
     def drop(self, partitions: Collection[TopicPartition]) -> int:

@@ -35,7 +35,8 @@ class Watermarks:
     @classmethod
     def for_batch(cls, batch_size: int) -> Watermarks:
         """Enough backlog for two full batches before pausing, resume below one."""
-        return cls(high=2 * batch_size, low=batch_size)
+        high = max(2 * batch_size, 10_000)
+        return cls(high=high, low=high // 2)
 
 
 def gate(backlog: int, paused: bool, marks: Watermarks) -> Gate:

@@ -303,7 +303,7 @@ class Session:
         self._raise_failure()
         self._dispatch(self._accept(messages))
         if inline is not None:
-            inline.pump(time.monotonic())
+            inline.pump()
         self._apply_reports()
         self._throttle(len(messages))
         if not messages and not any(w.backlog() for w in self.workers):
@@ -581,7 +581,7 @@ class Pipeline:
         self.stats = self.metrics.totals
         self._stop = threading.Event()
         self._on_commit_extra = on_commit
-        self._seen = 0
+        self._seen: tuple[int, int] = (0, 0)
         self._last_progress = time.monotonic()
 
     def request_stop(self) -> None:
@@ -601,11 +601,14 @@ class Pipeline:
         signal.signal(signal.SIGTERM, handler)
 
     def _stop_if_idle(self) -> None:
+        """Idle: nothing consumed and nothing committed for a while (paused partitions whose
+        workers are still committing are not idle)."""
         if self.cfg.idle_exit_s is None:
             return
         now = time.monotonic()
-        if self.stats.consumed != self._seen:
-            self._seen, self._last_progress = self.stats.consumed, now
+        progress = (self.stats.consumed, self.stats.batches)
+        if progress != self._seen:
+            self._seen, self._last_progress = progress, now
         elif now - self._last_progress >= self.cfg.idle_exit_s:
             log.info("idle for %.1f s: stopping", self.cfg.idle_exit_s)
             self._stop.set()

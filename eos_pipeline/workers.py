@@ -169,11 +169,10 @@ class Worker:
         return self.buffer.time_left(now)
 
     # -- the batch: inline (poll thread) or in the worker's thread ----------------------------
-    def pump(self, now: float) -> None:
-        """Take what was submitted; commit if the batch is due."""
+    def pump(self) -> None:
+        """Take what was submitted; commit the batches that are due."""
         self._absorb()
-        if self.buffer.is_due(now):
-            self.commit()
+        self._commit_due()
 
     def _absorb(self) -> None:
         with self._cond:
@@ -185,11 +184,21 @@ class Worker:
             self.buffer.add(chunk.items, time.monotonic())
 
     def commit(self, statement_timeout_ms: int | None = None) -> None:
-        """Commit the buffer; partitions found fenced are reported and left out."""
+        """Commit everything buffered, one batch (at most --batch-size records) at a time."""
+        while self.buffer.items:
+            self._commit_batch(statement_timeout_ms)
+
+    def _commit_due(self) -> None:
+        while self.buffer.is_due(time.monotonic()):
+            self._commit_batch()
+
+    def _commit_batch(self, statement_timeout_ms: int | None = None) -> None:
+        """Commit one batch; partitions found fenced are reported and left out."""
         held = {
             tp: c for tp, c in self.claims.snapshot().items() if self._epochs.get(tp) == c.epoch
         }
-        items = [i for i in self.buffer.take() if source_of(i) in held]
+        batch = self.buffer.take(self.buffer.policy.max_messages)
+        items = [i for i in batch if source_of(i) in held]
         while items:
             started = time.monotonic()
             result = commit_batch(self.ctx, held, items, statement_timeout_ms)
@@ -238,8 +247,8 @@ class Worker:
                     self.commit(requests[-1].statement_timeout_ms)
                     for r in requests:
                         r.done.set()
-                elif self.buffer.is_due(time.monotonic()):
-                    self.commit()
+                else:
+                    self._commit_due()
         except BaseException as exc:  # reported to the poll thread, which ends the session
             self.buffer.take()
             self.report(Report(failure=exc))
