@@ -66,6 +66,7 @@ class Plan:
     naive_limit: int
     latency_rate: int
     latency_seconds: float
+    slow_messages: int
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[Plan, bool]:
@@ -78,6 +79,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Plan, bool]:
     p.add_argument("--naive-limit", type=int, help="prefix for the naive loops (default 20k)")
     p.add_argument("--latency-rate", type=int, help="msg/s of the live load (default 5000)")
     p.add_argument("--latency-seconds", type=float, help="length of the live load (default 20)")
+    p.add_argument(
+        "--slow-messages", type=int, help="events for the slow-handler modes (default 100k)"
+    )
     a = p.parse_args(argv)
     q = a.quick
     plan = Plan(
@@ -88,6 +92,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Plan, bool]:
         naive_limit=a.naive_limit or (2_000 if q else 20_000),
         latency_rate=a.latency_rate or (2_000 if q else 5_000),
         latency_seconds=a.latency_seconds or (5 if q else 20),
+        slow_messages=a.slow_messages or (20_000 if q else 100_000),
     )
     return plan, q
 
@@ -182,7 +187,7 @@ class Progress:
 
 
 # `run --workers` against a handler that waits 5 ms per batch of SLOW_BATCH records.
-SLOW_BATCH = 200
+SLOW_BATCH = 50
 SLOW_HANDLER = "benchmarks.probe:handle_orders_slowly"
 SLOW_1 = "slow handler, 1 worker"
 SLOW_4 = "slow handler, 4 workers"
@@ -269,6 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         topic = stack.topic(plan.partitions)
         produce_s = produce_once(stack, topic, plan.messages)
         print(f"produced {plan.messages} events into {topic} in {produce_s:.1f} s", flush=True)
+        slow_topic = stack.topic(plan.partitions)
+        produce_once(stack, slow_topic, plan.slow_messages)
         limit = str(plan.naive_limit)
         for round_ in range(plan.runs):
             run_worker(stack, logs, m[0], "raw-consume", topic)
@@ -279,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_worker(stack, logs, m[5], "naive-txn", topic, "--limit", limit)
             for mode, workers in ((m[6], "1"), (m[7], "4")):
                 run_pipeline(
-                    stack, logs, mode, topic, plan.messages, SLOW_BATCH,
+                    stack, logs, mode, slow_topic, plan.slow_messages, SLOW_BATCH,
                     *("--handler", SLOW_HANDLER, "--workers", workers, "--no-view-refresh"),
                 )  # fmt: skip
             print(
