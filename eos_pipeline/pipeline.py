@@ -71,6 +71,7 @@ class RunConfig:
     workers: int = 1
     max_rate: float | None = None
     order: Literal["partition", "key"] = "partition"
+    async_commit: bool = False
     mirror_offsets_to_kafka: bool = False
     owner: str = field(
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -194,6 +195,7 @@ class Session:
                 self.cfg.group_id,
                 self.cfg.handler_retries,
                 keyed=self.keyed,
+                async_commit=self.cfg.async_commit,
             )
             worker = Worker(index, ctx, self.claims, self.cfg.batch, self._reports.append, threaded)
             worker.start()

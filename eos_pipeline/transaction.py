@@ -57,6 +57,10 @@ class BatchContext:
     # `--order key`: several workers commit for one partition, out of offset order; a batch
     # records its offsets in eos_done_offsets and the poll thread moves next_offset.
     keyed: bool = False
+    # `--async-commit`: COMMIT does not wait for the WAL flush. A server crash can then lose
+    # the last few commits; their offsets are lost with them, so those batches are processed
+    # again: still exactly once, for writes that stay inside PostgreSQL.
+    async_commit: bool = False
 
 
 def commit_batch(
@@ -71,6 +75,8 @@ def commit_batch(
     with database_errors("batch commit"), ctx.conn.transaction(), ctx.conn.cursor() as cur:
         if statement_timeout_ms:
             cur.execute(f"SET LOCAL statement_timeout = {int(statement_timeout_ms)}")
+        if ctx.async_commit:
+            cur.execute("SET LOCAL synchronous_commit = off")
         # 1. handler writes
         writer = Writer(ctx.conn, ctx.catalog)
         events = [i for i in items if isinstance(i, Event)]

@@ -98,6 +98,13 @@ def register(sub: Any) -> None:
         "only to where everything below is committed)",
     )
     p.add_argument(
+        "--async-commit",
+        action="store_true",
+        help="batch commits do not wait for PostgreSQL's WAL flush (synchronous_commit=off): "
+        "faster; a server crash may lose the last commits, which are then processed again "
+        "with their offsets (still exactly once for writes inside PostgreSQL)",
+    )
+    p.add_argument(
         "--max-rate",
         type=float,
         metavar="MSGS_PER_S",
@@ -169,6 +176,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         workers=args.workers,
         max_rate=args.max_rate,
         order=args.order,
+        async_commit=args.async_commit,
     )
     metrics = PipelineMetrics()
     if args.metrics_port:

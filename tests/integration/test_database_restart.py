@@ -67,16 +67,25 @@ def private_postgres() -> Iterator[PrivatePostgres]:
         shutil.rmtree(pg.dir, ignore_errors=True)
 
 
+@pytest.mark.parametrize(
+    ("stop", "extra"),
+    [("down-pg", ()), ("crash-pg", ("--async-commit",))],
+    ids=["restart", "crash-with-async-commit"],
+)
 def test_postgres_restarts_mid_run(
     kafka_bootstrap: str,
     private_postgres: PrivatePostgres,
     new_topic: Callable[..., str],
     group_id: str,
     tmp_path: Path,
+    stop: str,
+    extra: tuple[str, ...],
 ) -> None:
+    """A clean restart; and a crash (immediate stop: unflushed WAL is lost) under
+    --async-commit, where the last commits vanish with their offsets and are redone."""
     topic = new_topic(partitions=3)
     url = private_postgres.url
-    pipeline = PipelineProcess(kafka_bootstrap, url, topic, group_id, tmp_path).start()
+    pipeline = PipelineProcess(kafka_bootstrap, url, topic, group_id, tmp_path, *extra).start()
     restarts = 0
     try:
         # Start-up validates the server once (an unreachable one is a start-up error, exit 2);
@@ -91,7 +100,7 @@ def test_postgres_restarts_mid_run(
                 kafka_bootstrap, topic, 2000, seed=51 + round_, poison_rate=0.02, batch_size=50
             )
             time.sleep(1.0)
-            private_postgres.run("down-pg")
+            private_postgres.run(stop)
             time.sleep(2.0)  # unreachable for a while: the pipeline retries with backoff
             assert pipeline.running, pipeline.logs()
             private_postgres.run("up-pg")
