@@ -4,7 +4,7 @@ and resume the partitions feeding a worker, and a token bucket for `--max-rate`.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from .events import TopicPartition
@@ -74,5 +74,38 @@ class TokenBucket:
         return 0.0 if self.tokens > 0 else -self.tokens / self.rate + 1e-3
 
 
-def partitions_of(worker: int, assignment: Mapping[TopicPartition, int]) -> list[TopicPartition]:
-    return sorted(tp for tp, w in assignment.items() if w == worker)
+class PauseBook:
+    """Why each partition is paused (backpressure, rate, ...): a partition is paused when it
+    gets its first reason and resumed when its last one goes."""
+
+    def __init__(self) -> None:
+        self._reasons: dict[TopicPartition, set[str]] = {}
+
+    def has(self, tp: TopicPartition, reason: str) -> bool:
+        return reason in self._reasons.get(tp, ())
+
+    def pause(self, tps: Iterable[TopicPartition], reason: str) -> list[TopicPartition]:
+        """Add the reason; returns the partitions that were running until now."""
+        fresh = []
+        for tp in tps:
+            reasons = self._reasons.setdefault(tp, set())
+            if not reasons:
+                fresh.append(tp)
+            reasons.add(reason)
+        return fresh
+
+    def resume(self, tps: Iterable[TopicPartition], reason: str) -> list[TopicPartition]:
+        """Drop the reason; returns the partitions left with none, to run again."""
+        ready = []
+        for tp in tps:
+            reasons = self._reasons.get(tp)
+            if reasons and reason in reasons:
+                reasons.discard(reason)
+                if not reasons:
+                    del self._reasons[tp]
+                    ready.append(tp)
+        return ready
+
+    def forget(self, tps: Iterable[TopicPartition]) -> None:
+        for tp in tps:
+            self._reasons.pop(tp, None)

@@ -38,7 +38,7 @@ from .db import connect
 from .errors import ConnectionFailed, EosError, KafkaError, TransientError, database_errors
 from .events import Headers
 from .events import TopicPartition as TP
-from .flow import Gate, TokenBucket, Watermarks, choose_worker, gate
+from .flow import Gate, PauseBook, TokenBucket, Watermarks, choose_worker, gate
 from .handlers import DEFAULT_HANDLER, HandlerSpec, decode_record, load_handler
 from .logs import LIBRDKAFKA_LOGGER
 from .metrics import PipelineMetrics, RunStats
@@ -168,7 +168,7 @@ class Session:
         self._worker_conns: list[Conn] = []
         self.workers = self._start_workers()
         self.serving: dict[TP, int] = {}  # partition -> worker index
-        self.paused: dict[TP, set[str]] = {}  # partition -> reasons (backpressure, rate)
+        self.pauses = PauseBook()
         self.marks = Watermarks.for_batch(cfg.batch.max_messages)
         self.bucket = TokenBucket(cfg.max_rate, now=time.monotonic()) if cfg.max_rate else None
         self.consumer = Consumer(self.conf, logger=logging.getLogger(LIBRDKAFKA_LOGGER))
@@ -264,7 +264,7 @@ class Session:
             worker.drop(tps)
         for tp in tps:
             self.serving.pop(tp, None)
-            self.paused.pop(tp, None)
+            self.pauses.forget([tp])
             self.progress.pop(tp, None)
         if tps:
             log.info("released %s", _names(tps))
@@ -368,20 +368,18 @@ class Session:
         polling goes on so the consumer stays in the group."""
         now = time.monotonic()
         for tps, backlog in self._feeds():
-            paused = any("backpressure" in self.paused.get(tp, ()) for tp in tps)
+            paused = any(self.pauses.has(tp, "backpressure") for tp in tps)
             decision = gate(backlog, paused, self.marks)
             if decision is Gate.PAUSE:
-                self._pause(tps, "backpressure")
+                self._pause(self.pauses.pause(tps, "backpressure"), "backpressure")
             elif decision is Gate.RESUME:
-                self._resume(tps, "backpressure")
+                self._resume(self.pauses.resume(tps, "backpressure"), "backpressure")
         if self.bucket is not None:
             self.bucket.take(taken, now)
-            limited = self.bucket.wait_s(now) > 0
-            tps = list(self.serving)
-            if limited:
-                self._pause([tp for tp in tps if "rate" not in self.paused.get(tp, ())], "rate")
+            if self.bucket.wait_s(now) > 0:
+                self._pause(self.pauses.pause(self.serving, "rate"), "rate")
             else:
-                self._resume(tps, "rate")
+                self._resume(self.pauses.resume(self.serving, "rate"), "rate")
 
     def _feeds(self) -> list[tuple[list[TP], int]]:
         """Which partitions feed which backlog: a worker's own partitions, or (keyed) every
@@ -394,25 +392,14 @@ class Session:
         ]
 
     def _pause(self, tps: Sequence[TP], reason: str) -> None:
-        fresh = [tp for tp in tps if not self.paused.get(tp)]
-        for tp in tps:
-            self.paused.setdefault(tp, set()).add(reason)
-        if fresh:
-            self.consumer.pause([TopicPartition(t, p) for t, p in fresh])
-            self.metrics.paused(reason, len(fresh))
+        if tps:
+            self.consumer.pause([TopicPartition(t, p) for t, p in tps])
+            self.metrics.paused(reason, len(tps))
 
     def _resume(self, tps: Sequence[TP], reason: str) -> None:
-        ready = []
-        for tp in tps:
-            reasons = self.paused.get(tp)
-            if reasons and reason in reasons:
-                reasons.discard(reason)
-                if not reasons:
-                    ready.append(tp)
-                    del self.paused[tp]
-        if ready:
-            self.consumer.resume([TopicPartition(t, p) for t, p in ready])
-            self.metrics.resumed(reason, len(ready))
+        if tps:
+            self.consumer.resume([TopicPartition(t, p) for t, p in tps])
+            self.metrics.resumed(reason, len(tps))
 
     def _check_fence_when_idle(self) -> None:
         """A caught-up consumer commits nothing, so it would not meet the fence: look at the
@@ -522,7 +509,7 @@ class Session:
             self.claims.remove(lost)
             for tp in lost:
                 self.serving.pop(tp, None)
-                self.paused.pop(tp, None)
+                self.pauses.forget([tp])
             self.consumer.pause([TopicPartition(t, p) for t, p in lost])
         if reclaim:
             log.warning("fenced: %s reset by a replay; re-claiming", _names(reclaim))

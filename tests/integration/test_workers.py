@@ -31,7 +31,7 @@ def test_backpressure_pauses_and_resumes_under_a_slow_handler(
     tmp_path: Path,
 ) -> None:
     topic = new_topic(partitions=4)
-    produce(kafka_bootstrap, topic, 6000, seed=71)
+    produce(kafka_bootstrap, topic, 30000, seed=71, batch_size=5000)
     port = free_port()
     pipeline = PipelineProcess(
         kafka_bootstrap,
@@ -64,7 +64,7 @@ def test_backpressure_pauses_and_resumes_under_a_slow_handler(
     finally:
         pipeline.kill()
     assert pauses > 0 and resumes > 0
-    check_exactly_once(kafka_bootstrap, database_url, topic, group_id, expect_records=6000)
+    check_exactly_once(kafka_bootstrap, database_url, topic, group_id, expect_records=30000)
 
 
 def test_max_rate_holds_consumption_back(
