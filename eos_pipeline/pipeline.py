@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 StartPolicy = Literal["earliest", "latest"]
 IDLE_FENCE_CHECK_S = 2.0
+ASSIGNMENT_WAIT_S = 60.0  # --exit-when-idle: how long to wait for a first assignment
 
 
 @dataclass(frozen=True)
@@ -571,7 +572,7 @@ class Pipeline:
         self._stop = threading.Event()
         self._on_commit_extra = on_commit
         self._seen: tuple[int, int] = (0, 0)
-        self._last_progress = time.monotonic()
+        self._last_progress = self._started_at = time.monotonic()
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -591,10 +592,17 @@ class Pipeline:
 
     def _stop_if_idle(self) -> None:
         """Idle: nothing consumed and nothing committed for a while (paused partitions whose
-        workers are still committing are not idle)."""
+        workers are still committing are not idle). The clock starts at the first assignment:
+        joining the group on a fresh broker can take seconds."""
         if self.cfg.idle_exit_s is None:
             return
         now = time.monotonic()
+        if self.stats.rebalances == 0:
+            self._last_progress = now
+            if now - self._started_at > max(ASSIGNMENT_WAIT_S, self.cfg.idle_exit_s):
+                log.warning("no partitions assigned within %.0f s: stopping", ASSIGNMENT_WAIT_S)
+                self._stop.set()
+            return
         progress = (self.stats.consumed, self.stats.batches)
         if progress != self._seen:
             self._seen, self._last_progress = progress, now
