@@ -137,6 +137,8 @@ class Worker:
             self._absorb()
             self.commit(statement_timeout_ms)
             return True
+        if self._thread is None or not self._thread.is_alive():
+            return False  # it failed and reported why; nothing is left to commit
         request = _Pending(statement_timeout_ms=statement_timeout_ms)
         with self._cond:
             self._requests.append(request)
