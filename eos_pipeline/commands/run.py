@@ -15,6 +15,7 @@ from ..errors import ConfigError
 from ..handlers import DEFAULT_HANDLER, load_handler
 from ..metrics import PipelineMetrics
 from ..pipeline import BatchObserver, Pipeline, RunConfig
+from ..runtime import tune_for_throughput
 from ..views.refresher import refresher_from_settings
 
 log = logging.getLogger(__name__)
@@ -186,6 +187,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     )
     pipeline = Pipeline(cfg, spec, observers=observers, metrics=metrics)
     pipeline.install_signal_handlers()
+    tune_for_throughput(threads=cfg.workers)
     log.info(
         "running %s: group %s, topics %s, database %s",
         spec.name,
