@@ -133,9 +133,17 @@ def lock_rows(
     """Lock the offsets rows of a commit (fixed order) and read them as they are now. FOR
     SHARE lets several workers commit for one partition (`--order key`) while still blocking
     a new owner's claim; lock=None just reads (the idle check for replays)."""
+    _send_lock(cur, group, tps, lock)
+    return _offset_rows(cur)
+
+
+def _send_lock(cur: Cursor, group: str, tps: Iterable[TopicPartition], lock: str | None) -> None:
     topics, partitions = _split(tps)
     query = _READ_SQL + (f"FOR {lock}" if lock in ("UPDATE", "SHARE") else "")
     cur.execute(query, {"group": group, "topics": topics, "partitions": partitions})
+
+
+def _offset_rows(cur: Cursor) -> dict[TopicPartition, OffsetRow]:
     return {
         (str(t), int(p)): OffsetRow(int(e), _opt_int(n), None if o is None else str(o))  # type: ignore[call-overload]
         for t, p, e, n, o in cur.fetchall()
@@ -146,6 +154,13 @@ def advance(
     cur: Cursor, group: str, claims: Sequence[Claim], targets: Mapping[TopicPartition, int]
 ) -> int:
     """Move each claimed partition to its target offset behind the fence; returns rows hit."""
+    _send_advance(cur, group, claims, targets)
+    return cur.rowcount
+
+
+def _send_advance(
+    cur: Cursor, group: str, claims: Sequence[Claim], targets: Mapping[TopicPartition, int]
+) -> None:
     ordered = sorted(claims, key=lambda c: c.key)
     cur.execute(
         _ADVANCE_SQL,
@@ -158,7 +173,19 @@ def advance(
             "targets": [targets[c.key] for c in ordered],
         },
     )
-    return cur.rowcount
+
+
+def lock_and_advance(
+    conn: Conn, group: str, claims: Sequence[Claim], targets: Mapping[TopicPartition, int]
+) -> tuple[dict[TopicPartition, OffsetRow], int]:
+    """`lock_rows` then `advance`, sent together: one round trip instead of two. The lock
+    still comes first, in the fixed order; the caller checks the rows it returns (and the
+    number of rows advanced) and rolls the transaction back if the fence refuses."""
+    with conn.cursor() as locked, conn.cursor() as advanced:
+        with conn.pipeline():
+            _send_lock(locked, group, [c.key for c in claims], "UPDATE")
+            _send_advance(advanced, group, claims, targets)
+        return _offset_rows(locked), advanced.rowcount
 
 
 def _opt_int(value: object) -> int | None:

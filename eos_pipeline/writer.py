@@ -4,12 +4,16 @@ Every bulk write takes the fast path: binary COPY into a temporary staging table
 set-based statement (`INSERT ... SELECT ... ON CONFLICT`, `DELETE ... USING`). Rows are
 pre-aggregated per key first, so no statement touches a key twice (which ON CONFLICT DO UPDATE
 refuses). The writer never commits: the batch transaction around it does.
+
+Round trips are what a small batch pays for, so a connection's catalog remembers column types,
+composed statements and the staging tables that already exist, and an optimistic writer
+appends with a bare COPY (the batch is redone with a careful writer if a key already exists).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
 import orjson
@@ -45,7 +49,13 @@ class _JsonbBinaryDumper(Dumper):
 
 
 def prepare_connection(conn: Conn) -> None:
-    """Per-connection adapters: orjson for json/jsonb values, a one-call jsonb COPY dumper."""
+    """Per-connection adapters: orjson for json/jsonb values, a one-call jsonb COPY dumper.
+
+    Plans are made for each execution's parameters: the pipeline's tables start empty and
+    grow, and a cached generic plan chosen while `orders` was empty (a sequential scan for
+    `order_id = ANY(...)`) would otherwise be kept while the table grows.
+    """
+    conn.execute("SET plan_cache_mode = force_custom_plan")
     set_json_dumps(_json_dumps, context=conn)
     jsonb = conn.adapters.types["jsonb"]
     dumper = type("JsonbBinaryDumper", (_JsonbBinaryDumper,), {"oid": jsonb.oid})
@@ -84,11 +94,26 @@ def sum_per_key(rows: Iterable[Row], key_index: Sequence[int]) -> list[Row]:
     return [tuple(r) for r in sums.values() if any(r[i] != 0 for i in value_index)]
 
 
+def _insert_select(
+    table: str, columns: Sequence[str], staging: str, conflict: sql.Composable
+) -> sql.Composable:
+    """INSERT of a staging table's rows into `table`, with its ON CONFLICT clause."""
+    return (
+        sql.SQL("INSERT INTO {t} ({c}) SELECT {c} FROM {s} ").format(
+            t=_ident(table), c=_cols(columns), s=sql.Identifier(staging)
+        )
+        + conflict
+    )
+
+
 class TableCatalog:
-    """Column type OIDs per table, read once per connection, for binary COPY."""
+    """What one connection knows of its tables: column type OIDs (for binary COPY), composed
+    statements, and the staging tables committed into its session."""
 
     def __init__(self) -> None:
         self._types: dict[str, dict[str, int]] = {}
+        self._statements: dict[tuple[Any, ...], bytes] = {}
+        self._staging: set[str] = set()
 
     def types(self, conn: Conn, table: str, columns: Sequence[str]) -> list[int]:
         known = self._types.get(table)
@@ -105,14 +130,39 @@ class TableCatalog:
             raise ValueError(f"table {table} has no column(s) {', '.join(missing)}")
         return [known[c] for c in columns]
 
+    def statement(
+        self, conn: Conn, key: tuple[Any, ...], build: Callable[[], sql.Composable]
+    ) -> bytes:
+        """A statement composed once per connection (composing costs more than sending)."""
+        found = self._statements.get(key)
+        if found is None:
+            found = self._statements[key] = build().as_bytes(conn)
+        return found
+
+    def has_staging(self, name: str) -> bool:
+        return name in self._staging
+
+    def staging_committed(self, names: Iterable[str]) -> None:
+        """Staging tables created by a committed transaction exist for the session's life."""
+        self._staging.update(names)
+
+    def forget_staging(self) -> None:
+        """After a failed transaction: what it created is gone, so create on next use."""
+        self._staging.clear()
+
 
 class Writer:
     """Writes of one batch, all inside the batch's PostgreSQL transaction."""
 
-    def __init__(self, conn: Conn, catalog: TableCatalog) -> None:
+    def __init__(self, conn: Conn, catalog: TableCatalog, *, optimistic: bool = False) -> None:
         self._conn = conn
         self._catalog = catalog
+        # Optimistic: no savepoints; a conflict aborts the transaction and the caller redoes
+        # the batch with a careful writer.
+        self.optimistic = optimistic
         self._dead_letters: list[DeadLetter] = []
+        self._staged: set[str] = set()  # staging tables filled in this transaction
+        self.created: set[str] = set()  # staging tables this transaction may have created
 
     @property
     def connection(self) -> Conn:
@@ -142,22 +192,21 @@ class Writer:
         """Append rows. With on_conflict="ignore", rows whose key exists are skipped."""
         if not rows:
             return
-        if on_conflict == "error":
-            self._copy(_ident(table), table, columns, rows)
+        if on_conflict == "error" or self.optimistic:
+            self._copy(table, table, columns, rows)
             return
         # Conflicts are rare (reprocessing after a replay): try a direct COPY first, and only
         # when a key exists go through staging with ON CONFLICT DO NOTHING.
         try:
             with self._conn.transaction():
-                self._copy(_ident(table), table, columns, rows)
+                self._copy(table, table, columns, rows)
             return
         except psycopg.errors.UniqueViolation:
             pass
         staging = self._stage(table, columns, rows)
-        self._conn.execute(
-            sql.SQL("INSERT INTO {t} ({c}) SELECT {c} FROM {s} ON CONFLICT DO NOTHING").format(
-                t=_ident(table), c=_cols(columns), s=staging
-            )
+        self._execute(
+            ("insert-ignore", table, tuple(columns)),
+            lambda: _insert_select(table, columns, staging, sql.SQL("ON CONFLICT DO NOTHING")),
         )
 
     def upsert(
@@ -168,21 +217,21 @@ class Writer:
             return
         key_index = [columns.index(k) for k in key_columns]
         staging = self._stage(table, columns, last_per_key(rows, key_index))
-        updates = [c for c in columns if c not in key_columns]
-        action = (
-            sql.SQL("DO UPDATE SET ")
-            + sql.SQL(", ").join(
-                sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in updates
+
+        def build() -> sql.Composable:
+            updates = [c for c in columns if c not in key_columns]
+            action = (
+                sql.SQL("DO UPDATE SET ")
+                + sql.SQL(", ").join(
+                    sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in updates
+                )
+                if updates
+                else sql.SQL("DO NOTHING")
             )
-            if updates
-            else sql.SQL("DO NOTHING")
-        )
-        self._conn.execute(
-            sql.SQL("INSERT INTO {t} ({c}) SELECT {c} FROM {s} ON CONFLICT ({k}) ").format(
-                t=_ident(table), c=_cols(columns), s=staging, k=_cols(key_columns)
-            )
-            + action
-        )
+            conflict = sql.SQL("ON CONFLICT ({k}) ").format(k=_cols(key_columns))
+            return _insert_select(table, columns, staging, conflict + action)
+
+        self._execute(("upsert", table, tuple(key_columns), tuple(columns)), build)
 
     def accumulate(
         self, table: str, key_columns: Sequence[str], columns: Sequence[str], rows: Sequence[Row]
@@ -193,60 +242,83 @@ class Writer:
         if not summed:
             return
         staging = self._stage(table, columns, summed)
-        adds = sql.SQL(", ").join(
-            sql.SQL("{c} = {t}.{c} + EXCLUDED.{c}").format(
-                c=sql.Identifier(c), t=sql.Identifier(table.split(".")[-1])
+
+        def build() -> sql.Composable:
+            adds = sql.SQL(", ").join(
+                sql.SQL("{c} = {t}.{c} + EXCLUDED.{c}").format(
+                    c=sql.Identifier(c), t=sql.Identifier(table.split(".")[-1])
+                )
+                for c in columns
+                if c not in key_columns
             )
-            for c in columns
-            if c not in key_columns
-        )
-        self._conn.execute(
-            sql.SQL(
-                "INSERT INTO {t} ({c}) SELECT {c} FROM {s} ON CONFLICT ({k}) DO UPDATE SET "
-            ).format(t=_ident(table), c=_cols(columns), s=staging, k=_cols(key_columns))
-            + adds
-        )
+            conflict = sql.SQL("ON CONFLICT ({k}) DO UPDATE SET ").format(k=_cols(key_columns))
+            return _insert_select(table, columns, staging, conflict + adds)
+
+        self._execute(("accumulate", table, tuple(key_columns), tuple(columns)), build)
 
     def delete(self, table: str, key_columns: Sequence[str], keys: Sequence[Row]) -> None:
         """Delete rows by key."""
         if not keys:
             return
         staging = self._stage(table, key_columns, keys)
-        match = sql.SQL(" AND ").join(
-            sql.SQL("d.{c} = s.{c}").format(c=sql.Identifier(c)) for c in key_columns
-        )
-        self._conn.execute(
-            sql.SQL("DELETE FROM {t} AS d USING {s} AS s WHERE ").format(t=_ident(table), s=staging)
-            + match
-        )
+
+        def build() -> sql.Composable:
+            match = sql.SQL(" AND ").join(
+                sql.SQL("d.{c} = s.{c}").format(c=sql.Identifier(c)) for c in key_columns
+            )
+            return (
+                sql.SQL("DELETE FROM {t} AS d USING {s} AS s WHERE ").format(
+                    t=_ident(table), s=sql.Identifier(staging)
+                )
+                + match
+            )
+
+        self._execute(("delete", table, tuple(key_columns)), build)
 
     # -- plumbing ----------------------------------------------------------------------------
-    def _stage(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> sql.Composable:
-        """An empty temporary table shaped like `columns` of `table`, filled with `rows`."""
+    def _execute(self, key: tuple[Any, ...], build: Callable[[], sql.Composable]) -> None:
+        self._conn.execute(self._catalog.statement(self._conn, key, build))
+
+    def _stage(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> str:
+        """A temporary table shaped like `columns` of `table`, holding exactly `rows`.
+
+        ON COMMIT DELETE ROWS empties it at every commit, and a rollback takes its rows away,
+        so it only needs emptying when one transaction fills it twice."""
         digest = hashlib.blake2s(f"{table}({','.join(columns)})".encode(), digest_size=6)
-        staging = sql.Identifier(f"_eos_stage_{digest.hexdigest()}")
-        self._conn.execute(
-            sql.SQL(
-                "CREATE TEMP TABLE IF NOT EXISTS {s} ON COMMIT DELETE ROWS AS "
-                "SELECT {c} FROM {t} WITH NO DATA; TRUNCATE {s}"
-            ).format(s=staging, c=_cols(columns), t=_ident(table))
-        )
+        staging = f"_eos_stage_{digest.hexdigest()}"
+        # Careful writers always ask: a savepoint rolled back may have taken the table away.
+        exists = staging in self.created or self._catalog.has_staging(staging)
+        if not (self.optimistic and exists):
+            self._execute(
+                ("create-staging", staging),
+                lambda: sql.SQL(
+                    "CREATE TEMP TABLE IF NOT EXISTS {s} ON COMMIT DELETE ROWS AS "
+                    "SELECT {c} FROM {t} WITH NO DATA"
+                ).format(s=sql.Identifier(staging), c=_cols(columns), t=_ident(table)),
+            )
+            self.created.add(staging)
+        if staging in self._staged:
+            self._execute(
+                ("empty-staging", staging),
+                lambda: sql.SQL("DELETE FROM {s}").format(s=sql.Identifier(staging)),
+            )
+        self._staged.add(staging)
         self._copy(staging, table, columns, rows)
         return staging
 
     def _copy(
-        self, target: sql.Composable, typed_like: str, columns: Sequence[str], rows: Sequence[Row]
+        self, target: str, typed_like: str, columns: Sequence[str], rows: Sequence[Row]
     ) -> None:
-        """Binary COPY of rows into `target`, typed by the columns of table `typed_like`."""
+        """Binary COPY of rows into table `target`, typed by the columns of table `typed_like`."""
         types = self._catalog.types(self._conn, typed_like, columns)
-        with (
-            self._conn.cursor() as cur,
-            cur.copy(
-                sql.SQL("COPY {t} ({c}) FROM STDIN (FORMAT BINARY)").format(
-                    t=target, c=_cols(columns)
-                )
-            ) as copy,
-        ):
+        statement = self._catalog.statement(
+            self._conn,
+            ("copy", target, tuple(columns)),
+            lambda: sql.SQL("COPY {t} ({c}) FROM STDIN (FORMAT BINARY)").format(
+                t=_ident(target), c=_cols(columns)
+            ),
+        )
+        with self._conn.cursor() as cur, cur.copy(statement) as copy:
             copy.set_types(types)
             for row in rows:
                 copy.write_row(row)
