@@ -79,6 +79,11 @@ class PipelineMetrics:
         self._resumes = Counter(
             "eos_partition_resumes", "Partitions resumed", ["reason"], registry=r
         )
+        self._holds = Counter(
+            "eos_backpressure_holds",
+            "Times polling waited for busy workers instead of pausing partitions",
+            registry=r,
+        )
         self._lag = Gauge(
             "eos_partition_lag",
             "High watermark minus stored next offset",
@@ -133,6 +138,9 @@ class PipelineMetrics:
 
     def resumed(self, reason: str, n: int) -> None:
         self._resumes.labels(reason).inc(n)
+
+    def held(self) -> None:
+        self._holds.inc()
 
     def session_started(self) -> None:
         self.totals.sessions += 1

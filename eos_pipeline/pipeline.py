@@ -38,7 +38,7 @@ from .db import connect
 from .errors import ConnectionFailed, EosError, KafkaError, TransientError, database_errors
 from .events import Headers
 from .events import TopicPartition as TP
-from .flow import Gate, PauseBook, TokenBucket, Watermarks, choose_worker, gate
+from .flow import Gate, Hold, PauseBook, TokenBucket, Watermarks, choose_worker, gate
 from .handlers import DEFAULT_HANDLER, HandlerSpec, decode_record, load_handler
 from .logs import LIBRDKAFKA_LOGGER
 from .metrics import PipelineMetrics, RunStats
@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 
 StartPolicy = Literal["earliest", "latest"]
 IDLE_FENCE_CHECK_S = 2.0
+# While holding (see _hold), how often the poll thread looks at the backlogs again.
+HOLD_SLICE_S = 0.05
 ASSIGNMENT_WAIT_S = 60.0  # --exit-when-idle: how long to wait for a first assignment
 
 
@@ -166,11 +168,13 @@ class Session:
         self.failure: BaseException | None = None
         self._fence_checked_at = time.monotonic()
         self._reports: deque[Report] = deque()
+        self._reported = threading.Event()
         self._worker_conns: list[Conn] = []
         self.workers = self._start_workers()
         self.serving: dict[TP, int] = {}  # partition -> worker index
         self.pauses = PauseBook()
         self.marks = Watermarks.for_batch(cfg.batch.max_messages)
+        self.hold = Hold(self.marks)
         self.bucket = TokenBucket(cfg.max_rate, now=time.monotonic()) if cfg.max_rate else None
         self.consumer = Consumer(self.conf, logger=logging.getLogger(LIBRDKAFKA_LOGGER))
         self.consumer.subscribe(
@@ -198,7 +202,7 @@ class Session:
                 keyed=self.keyed,
                 async_commit=self.cfg.async_commit,
             )
-            worker = Worker(index, ctx, self.claims, self.cfg.batch, self._reports.append, threaded)
+            worker = Worker(index, ctx, self.claims, self.cfg.batch, self._report, threaded)
             worker.start()
             workers.append(worker)
         return workers
@@ -299,6 +303,8 @@ class Session:
     # -- the loop -----------------------------------------------------------------------------
     def step(self) -> None:
         """Poll once, hand the records to their workers, apply what the workers report."""
+        if self._hold():
+            return
         inline = self.workers[0] if not self.workers[0].threaded else None
         now = time.monotonic()
         wait = max(inline.time_left(now), 0.01) if inline and inline.backlog() else 0.1
@@ -311,6 +317,33 @@ class Session:
         self._throttle(len(messages))
         if not messages and not any(w.backlog() for w in self.workers):
             self._check_fence_when_idle()
+
+    def _report(self, report: Report) -> None:
+        """Called by the workers (from their threads, or inline)."""
+        self._reports.append(report)
+        self._reported.set()
+
+    def _hold(self) -> bool:
+        """Take nothing while the threaded workers are busy and one is full (flow.Hold):
+        wait for their reports instead."""
+        if not self._holding(time.monotonic()):
+            return False
+        self._reported.wait(HOLD_SLICE_S)
+        self._reported.clear()
+        self._raise_failure()
+        self._apply_reports()
+        return True
+
+    def _holding(self, now: float) -> bool:
+        if not self.workers[0].threaded:
+            return False
+        started = self.hold.since is None
+        backlogs = [backlog for _, backlog in self._feeds()]
+        if not self.hold.decide(backlogs, self.pauses.any_for("backpressure"), now):
+            return False
+        if started:
+            self.metrics.held()
+        return True
 
     def _dispatch(self, items: Iterable[Item]) -> None:
         """Partition order: a partition's records go to its worker. Key order (`--order key`):
@@ -368,10 +401,11 @@ class Session:
         """Backpressure per worker, and the rate limit: pause and resume partitions, while
         polling goes on so the consumer stays in the group."""
         now = time.monotonic()
+        holding = self._holding(now)  # the next step holds instead of pausing
         for tps, backlog in self._feeds():
             paused = any(self.pauses.has(tp, "backpressure") for tp in tps)
             decision = gate(backlog, paused, self.marks)
-            if decision is Gate.PAUSE:
+            if decision is Gate.PAUSE and not holding:
                 self._pause(self.pauses.pause(tps, "backpressure"), "backpressure")
             elif decision is Gate.RESUME:
                 self._resume(self.pauses.resume(tps, "backpressure"), "backpressure")

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from eos_pipeline.flow import Gate, PauseBook, TokenBucket, Watermarks, choose_worker, gate
+from eos_pipeline.flow import (
+    HOLD_GRACE_S,
+    Gate,
+    Hold,
+    PauseBook,
+    TokenBucket,
+    Watermarks,
+    choose_worker,
+    gate,
+)
 
 
 def test_choose_worker_balances_and_breaks_ties_low() -> None:
@@ -48,3 +57,57 @@ def test_pause_book_runs_a_partition_again_only_when_no_reason_is_left() -> None
     book.pause([a], "rate")
     book.forget([a])
     assert not book.has(a, "rate")
+
+
+MARKS = Watermarks(high=100, low=50)
+
+
+def test_hold_starts_when_a_worker_is_full_and_every_worker_has_work() -> None:
+    h = Hold(MARKS)
+    assert not h.decide([99, 20], paused=False, now=0.0)
+    assert h.decide([100, 20], paused=False, now=0.0)
+    assert h.since == 0.0
+
+
+def test_hold_lasts_until_the_full_workers_drain_to_the_low_watermark() -> None:
+    h = Hold(MARKS)
+    assert h.decide([120, 10], paused=False, now=0.0)
+    assert h.decide([70, 10], paused=False, now=0.2)  # below high, still above low: hold
+    assert not h.decide([50, 10], paused=False, now=0.3)  # drained: take records again
+    assert h.since is None
+
+
+def test_a_worker_running_dry_ends_the_hold_so_its_partitions_get_records() -> None:
+    h = Hold(MARKS)
+    assert h.decide([120, 10], paused=False, now=0.0)
+    assert not h.decide([120, 0], paused=False, now=0.1)
+    assert h.since is None
+
+
+def test_a_hold_past_the_grace_gives_way_to_pausing_until_a_pause_lands() -> None:
+    h = Hold(MARKS)
+    assert h.decide([120, 60], paused=False, now=0.0)
+    late = HOLD_GRACE_S + 0.01
+    assert h.expired(late)
+    assert not h.decide([120, 60], paused=False, now=late)
+    assert not h.decide([120, 60], paused=False, now=late + 0.1)  # no new hold meanwhile
+    assert not h.decide([120, 60], paused=True, now=late + 0.2)  # paused: the episode ends
+    assert h.since is None
+    assert h.decide([120, 60], paused=False, now=late + 5)  # resumed, full again: a new hold
+
+
+def test_no_hold_while_partitions_are_paused_for_backpressure_or_without_workers() -> None:
+    h = Hold(MARKS)
+    assert not h.decide([200, 200], paused=True, now=0.0)
+    assert not h.decide([], paused=False, now=0.0)
+
+
+def test_pause_book_tells_whether_any_partition_is_paused_for_a_reason() -> None:
+    book = PauseBook()
+    assert not book.any_for("backpressure")
+    book.pause([("t", 0)], "rate")
+    assert not book.any_for("backpressure")
+    book.pause([("t", 1)], "backpressure")
+    assert book.any_for("backpressure")
+    book.resume([("t", 1)], "backpressure")
+    assert not book.any_for("backpressure") and book.any_for("rate")
