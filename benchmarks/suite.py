@@ -63,6 +63,8 @@ class Plan:
     runs: int
     partitions: int
     tuned_batch: int
+    threaded_batch: int
+    threaded_workers: int
     naive_limit: int
     latency_rate: int
     latency_seconds: float
@@ -76,6 +78,10 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Plan, bool]:
     p.add_argument("--runs", type=int, help="runs per mode, median reported (default 3)")
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--tuned-batch", type=int, default=20_000, help="the tuned --batch-size")
+    p.add_argument(
+        "--threaded-batch", type=int, default=10_000, help="--batch-size of the threaded mode"
+    )
+    p.add_argument("--threaded-workers", type=int, default=2, help="--workers of the threaded mode")
     p.add_argument("--naive-limit", type=int, help="prefix for the naive loops (default 20k)")
     p.add_argument("--latency-rate", type=int, help="msg/s of the live load (default 5000)")
     p.add_argument("--latency-seconds", type=float, help="length of the live load (default 20)")
@@ -89,6 +95,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Plan, bool]:
         runs=a.runs or (1 if q else 3),
         partitions=a.partitions,
         tuned_batch=a.tuned_batch,
+        threaded_batch=a.threaded_batch,
+        threaded_workers=a.threaded_workers,
         naive_limit=a.naive_limit or (2_000 if q else 20_000),
         latency_rate=a.latency_rate or (2_000 if q else 5_000),
         latency_seconds=a.latency_seconds or (5 if q else 20),
@@ -222,7 +230,7 @@ def ratio(a: Mode, b: Mode) -> float:
 
 def table(modes: Sequence[Mode], runs: int) -> str:
     head = (
-        f"{'mode':<28}{'msgs':>9}{'msg/s (median of ' + str(runs) + ')':>24}"
+        f"{'mode':<34}{'msgs':>9}{'msg/s (median of ' + str(runs) + ')':>24}"
         f"{'p50 ms':>9}{'p99 ms':>9}{'CPU s/M msgs':>14}{'peak RSS MiB':>14}"
     )
     lines = [head, "-" * len(head)]
@@ -230,7 +238,7 @@ def table(modes: Sequence[Mode], runs: int) -> str:
         p50 = f"{m.latency.p50_ms:.0f}" if m.latency else "-"
         p99 = f"{m.latency.p99_ms:.0f}" if m.latency else "-"
         lines.append(
-            f"{m.name:<28}{m.messages:>9}{m.rate:>24,.0f}{p50:>9}{p99:>9}"
+            f"{m.name:<34}{m.messages:>9}{m.rate:>24,.0f}{p50:>9}{p99:>9}"
             f"{median(m.cpu_per_m):>14.1f}{max(m.rss_mib):>14.0f}"
         )
     return "\n".join(lines)
@@ -255,21 +263,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs = RESULTS / f"bench-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{unique('run')}"
     logs.mkdir(parents=True)
     stack = Stack.from_environment()
-    tuned = f"eos run, batch {plan.tuned_batch}"
-    modes = {
-        name: Mode(name)
-        for name in (
-            "raw consume",
-            "raw store (COPY)",
-            f"eos run, batch {DEFAULT_BATCH}",
-            tuned,
-            "naive: Kafka commit/msg",
-            "naive: PG txn/msg",
-            SLOW_1,
-            SLOW_4,
-        )
-    }
-    m = list(modes.values())
+    # The pipeline's modes: (name, --batch-size, extra arguments); the first is the default.
+    eos_modes = (
+        (f"eos run, batch {DEFAULT_BATCH}", DEFAULT_BATCH, ()),
+        (f"eos run, batch {plan.tuned_batch}", plan.tuned_batch, ()),
+        (
+            f"eos run, batch {plan.threaded_batch}, {plan.threaded_workers} workers",
+            plan.threaded_batch,
+            ("--workers", str(plan.threaded_workers)),
+        ),
+    )
+    names = ["raw consume", "raw store (COPY)", *(name for name, _, _ in eos_modes)]
+    names += ["naive: Kafka commit/msg", "naive: PG txn/msg", SLOW_1, SLOW_4]
+    m = [Mode(name) for name in names]
+    raw, store, eos, naive_c, naive_t, slow_1, slow_4 = m[0], m[1], m[2:5], m[5], m[6], m[7], m[8]
     try:
         topic = stack.topic(plan.partitions)
         produce_s = produce_once(stack, topic, plan.messages)
@@ -278,13 +285,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         produce_once(stack, slow_topic, plan.slow_messages)
         limit = str(plan.naive_limit)
         for round_ in range(plan.runs):
-            run_worker(stack, logs, m[0], "raw-consume", topic)
-            run_worker(stack, logs, m[1], "raw-store", topic, "--batch", str(DEFAULT_BATCH))
-            run_pipeline(stack, logs, m[2], topic, plan.messages, DEFAULT_BATCH)
-            run_pipeline(stack, logs, m[3], topic, plan.messages, plan.tuned_batch)
-            run_worker(stack, logs, m[4], "naive-commit", topic, "--limit", limit)
-            run_worker(stack, logs, m[5], "naive-txn", topic, "--limit", limit)
-            for mode, workers in ((m[6], "1"), (m[7], "4")):
+            run_worker(stack, logs, raw, "raw-consume", topic)
+            run_worker(stack, logs, store, "raw-store", topic, "--batch", str(DEFAULT_BATCH))
+            for mode, (_, batch, extra) in zip(eos, eos_modes, strict=True):
+                run_pipeline(stack, logs, mode, topic, plan.messages, batch, *extra)
+            run_worker(stack, logs, naive_c, "naive-commit", topic, "--limit", limit)
+            run_worker(stack, logs, naive_t, "naive-txn", topic, "--limit", limit)
+            for mode, workers in ((slow_1, "1"), (slow_4, "4")):
                 run_pipeline(
                     stack, logs, mode, slow_topic, plan.slow_messages, SLOW_BATCH,
                     *("--handler", SLOW_HANDLER, "--workers", workers, "--no-view-refresh"),
@@ -294,19 +301,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 + ", ".join(f"{x.name} {x.rates[-1]:,.0f}/s" for x in m),
                 flush=True,
             )
-        for mode, batch in ((m[2], DEFAULT_BATCH), (m[3], plan.tuned_batch)):
+        for mode, (_, batch, extra) in zip(eos, eos_modes, strict=True):
             mode.latency = measure_latency(
-                stack, batch, plan.latency_rate, plan.latency_seconds, plan.partitions
+                stack, batch, plan.latency_rate, plan.latency_seconds, plan.partitions, extra
             )
     finally:
         stack.close()
     report = table(m, plan.runs)
-    rel = ratios(m[2:4], {"raw": m[0], "store": m[1], "naive_c": m[4], "naive_t": m[5]})
-    rel[f"{SLOW_4} / {SLOW_1}"] = ratio(m[7], m[6])
-    best = max(m[2:4], key=lambda x: x.rate)
+    rel = ratios(eos, {"raw": raw, "store": store, "naive_c": naive_c, "naive_t": naive_t})
+    rel[f"{SLOW_4} / {SLOW_1}"] = ratio(slow_4, slow_1)
+    best = max(eos, key=lambda x: x.rate)
     targets = {
-        "run >= 50% of min(raw consume, raw store)": best.rate >= 0.5 * min(m[0].rate, m[1].rate),
-        "run >= 20x the per-message-transaction loop": best.rate >= 20 * m[5].rate,
+        "run >= 50% of min(raw consume, raw store)": best.rate >= 0.5 * min(raw.rate, store.rate),
+        "run >= 20x the per-message-transaction loop": best.rate >= 20 * naive_t.rate,
     }
     print()
     print(report)

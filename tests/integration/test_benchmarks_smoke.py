@@ -36,7 +36,13 @@ def test_benchmarks_quick(backend: Backend) -> None:
     }
     out = _run("benchmarks", env, timeout=230)
     assert "msg/s (median of 1)" in out
-    for mode in ("raw consume", "raw store (COPY)", "eos run, batch 5000", "naive: PG txn/msg"):
+    for mode in (
+        "raw consume",
+        "raw store (COPY)",
+        "eos run, batch 5000",
+        "eos run, batch 10000, 2 workers",
+        "naive: PG txn/msg",
+    ):
         assert mode in out
     assert "results: " in out
 
