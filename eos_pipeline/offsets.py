@@ -133,17 +133,9 @@ def lock_rows(
     """Lock the offsets rows of a commit (fixed order) and read them as they are now. FOR
     SHARE lets several workers commit for one partition (`--order key`) while still blocking
     a new owner's claim; lock=None just reads (the idle check for replays)."""
-    _send_lock(cur, group, tps, lock)
-    return _offset_rows(cur)
-
-
-def _send_lock(cur: Cursor, group: str, tps: Iterable[TopicPartition], lock: str | None) -> None:
     topics, partitions = _split(tps)
     query = _READ_SQL + (f"FOR {lock}" if lock in ("UPDATE", "SHARE") else "")
     cur.execute(query, {"group": group, "topics": topics, "partitions": partitions})
-
-
-def _offset_rows(cur: Cursor) -> dict[TopicPartition, OffsetRow]:
     return {
         (str(t), int(p)): OffsetRow(int(e), _opt_int(n), None if o is None else str(o))  # type: ignore[call-overload]
         for t, p, e, n, o in cur.fetchall()
@@ -154,38 +146,64 @@ def advance(
     cur: Cursor, group: str, claims: Sequence[Claim], targets: Mapping[TopicPartition, int]
 ) -> int:
     """Move each claimed partition to its target offset behind the fence; returns rows hit."""
-    _send_advance(cur, group, claims, targets)
+    cur.execute(_ADVANCE_SQL, _advance_params(group, claims, targets))
     return cur.rowcount
 
 
-def _send_advance(
-    cur: Cursor, group: str, claims: Sequence[Claim], targets: Mapping[TopicPartition, int]
-) -> None:
+def _advance_params(
+    group: str, claims: Sequence[Claim], targets: Mapping[TopicPartition, int]
+) -> dict[str, object]:
     ordered = sorted(claims, key=lambda c: c.key)
-    cur.execute(
-        _ADVANCE_SQL,
-        {
-            "group": group,
-            "topics": [c.topic for c in ordered],
-            "partitions": [c.partition for c in ordered],
-            "epochs": [c.epoch for c in ordered],
-            "expected": [c.next_offset for c in ordered],
-            "targets": [targets[c.key] for c in ordered],
-        },
-    )
+    return {
+        "group": group,
+        "topics": [c.topic for c in ordered],
+        "partitions": [c.partition for c in ordered],
+        "epochs": [c.epoch for c in ordered],
+        "expected": [c.next_offset for c in ordered],
+        "targets": [targets[c.key] for c in ordered],
+    }
+
+
+# The fence and the advance in one statement. `locked` takes the row locks in a fixed order;
+# the UPDATE only reaches rows through `locked`, so it never locks a row of its own, and it
+# moves a partition only while the row, as locked, still carries the committer's epoch and
+# expected offset. The rows come back as they were locked, each with whether it moved.
+_LOCK_AND_ADVANCE_SQL = """
+WITH v AS (
+    SELECT * FROM unnest(%(topics)s::text[], %(partitions)s::int[], %(epochs)s::bigint[],
+                         %(expected)s::bigint[], %(targets)s::bigint[])
+         AS v(topic, partition, epoch, expected, new_offset)
+), locked AS (
+    SELECT o.topic, o.partition, o.epoch, o.next_offset, o.owner FROM eos_offsets o
+    WHERE o.consumer_group = %(group)s
+      AND (o.topic, o.partition) IN (SELECT topic, partition FROM v)
+    ORDER BY o.topic, o.partition
+    FOR UPDATE
+), moved AS (
+    UPDATE eos_offsets AS o SET next_offset = v.new_offset, updated_at = now()
+    FROM locked l JOIN v ON v.topic = l.topic AND v.partition = l.partition
+    WHERE o.consumer_group = %(group)s AND o.topic = l.topic AND o.partition = l.partition
+      AND l.epoch = v.epoch AND l.next_offset IS NOT DISTINCT FROM v.expected
+    RETURNING o.topic, o.partition
+)
+SELECT l.topic, l.partition, l.epoch, l.next_offset, l.owner,
+       EXISTS (SELECT 1 FROM moved m WHERE m.topic = l.topic AND m.partition = l.partition)
+FROM locked l ORDER BY l.topic, l.partition
+"""
 
 
 def lock_and_advance(
-    conn: Conn, group: str, claims: Sequence[Claim], targets: Mapping[TopicPartition, int]
+    cur: Cursor, group: str, claims: Sequence[Claim], targets: Mapping[TopicPartition, int]
 ) -> tuple[dict[TopicPartition, OffsetRow], int]:
-    """`lock_rows` then `advance`, sent together: one round trip instead of two. The lock
-    still comes first, in the fixed order; the caller checks the rows it returns (and the
-    number of rows advanced) and rolls the transaction back if the fence refuses."""
-    with conn.cursor() as locked, conn.cursor() as advanced:
-        with conn.pipeline():
-            _send_lock(locked, group, [c.key for c in claims], "UPDATE")
-            _send_advance(advanced, group, claims, targets)
-        return _offset_rows(locked), advanced.rowcount
+    """`lock_rows` then `advance`, in one statement: the rows as locked, and how many moved.
+    The caller checks the rows with `fence_outcome` and rolls back if the fence refuses."""
+    cur.execute(_LOCK_AND_ADVANCE_SQL, _advance_params(group, claims, targets))
+    rows: dict[TopicPartition, OffsetRow] = {}
+    moved = 0
+    for t, p, e, n, o, advanced in cur.fetchall():
+        rows[(str(t), int(p))] = OffsetRow(int(e), _opt_int(n), None if o is None else str(o))  # type: ignore[call-overload]
+        moved += bool(advanced)
+    return rows, moved
 
 
 def _opt_int(value: object) -> int | None:

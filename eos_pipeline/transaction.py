@@ -4,8 +4,8 @@ The steps, in order, each marked in `_commit`:
   1. run the handler over the batch's events;
   2. write the dead letters;
   3. lock the batch's `eos_offsets` rows in a fixed order and check the epoch fence;
-  4. advance each partition's next_offset, requiring exactly one row per partition (sent
-     with step 3 in one round trip; kept only if the fence holds);
+  4. advance each partition's next_offset, requiring exactly one row per partition (in the
+     same statement as step 3; kept only if the fence holds);
   5. commit.
 The fence is checked last, so a consumer stalled in its handler never holds the offsets rows
 a new owner needs; if a partition turns out fenced, the whole transaction rolls back and the
@@ -122,7 +122,7 @@ def _commit(
         if ctx.keyed:
             rows, advanced = lock_rows(cur, ctx.group, targets, lock="SHARE"), 0
         else:
-            rows, advanced = lock_and_advance(ctx.conn, ctx.group, mine, targets)
+            rows, advanced = lock_and_advance(cur, ctx.group, mine, targets)
         for c in mine:
             outcome = fence_outcome(c, rows.get(c.key), check_offset=not ctx.keyed)
             if outcome is not Outcome.OWNED:

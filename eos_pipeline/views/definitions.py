@@ -20,7 +20,7 @@ from typing import Any, ClassVar, TypeAlias
 
 import psycopg
 
-from .deltas import Delta, aggregate_deltas, flatten, upsert_statement
+from .deltas import Delta, aggregate_deltas, flatten, upsert_statement_bytes
 
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
@@ -150,8 +150,8 @@ class IncrementalView:
         many keys changed. Each delta is `(key values, counter values)`."""
         rows = aggregate_deltas(deltas, len(self.key_columns), len(self.counter_columns))
         if rows:
-            statement = upsert_statement(
-                self.table, self.key_columns, self.counter_columns, len(rows)
+            statement = upsert_statement_bytes(
+                self.table, tuple(self.key_columns), tuple(self.counter_columns), len(rows)
             )
             conn.execute(statement, flatten(rows))
         return len(rows)

@@ -3,6 +3,7 @@ UPDATE` never touches the same key twice (PostgreSQL rejects that with a cardina
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any, TypeAlias
@@ -52,6 +53,14 @@ def upsert_statement(
         keys=sql.SQL(", ").join(map(sql.Identifier, key_columns)),
         adds=additions,
     )
+
+
+@functools.lru_cache(maxsize=512)
+def upsert_statement_bytes(
+    table: str, key_columns: tuple[str, ...], counter_columns: tuple[str, ...], rows: int
+) -> bytes:
+    """`upsert_statement`, composed once per shape: it runs in every batch transaction."""
+    return upsert_statement(table, key_columns, counter_columns, rows).as_bytes(None)
 
 
 def flatten(deltas: Sequence[Delta]) -> list[Any]:

@@ -1,8 +1,10 @@
-"""One batch, one transaction, against the real server: the optimistic pass (no savepoints)
-and the careful redo after a failure must leave exactly what the careful path alone would."""
+"""One batch, one transaction, against the real server. The fence statement locks and moves
+only what the epoch allows; the optimistic pass (no savepoints) and the careful redo after a
+failure must leave exactly what the careful path alone would."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -11,7 +13,7 @@ import pytest
 from eos_pipeline.db import connect
 from eos_pipeline.events import DeadLetter, Event
 from eos_pipeline.handlers import HandlerSpec
-from eos_pipeline.offsets import Claim, claim
+from eos_pipeline.offsets import Claim, Outcome, claim, fence_outcome, lock_and_advance
 from eos_pipeline.transaction import BatchContext, CommitResult, commit_batch
 from eos_pipeline.writer import Conn, TableCatalog, Writer, prepare_connection
 
@@ -178,3 +180,52 @@ def test_a_staging_table_lost_to_a_rollback_is_created_again(conn: Conn) -> None
     assert third.committed == {(TOPIC, 0): 8}
     assert handler.entered == 4  # and the next batch is optimistic again
     assert table(conn, "tx_counts") == [(0, 33)]
+
+
+def test_lock_and_advance_moves_only_behind_the_fence(conn: Conn) -> None:
+    mine = claim(conn, GROUP, "me", [(TOPIC, 0), (TOPIC, 1)])
+    targets = {(TOPIC, 0): 10, (TOPIC, 1): 20}
+    with conn.transaction(), conn.cursor() as cur:
+        rows, moved = lock_and_advance(cur, GROUP, list(mine.values()), targets)
+    assert moved == 2
+    assert {tp: (r.epoch, r.next_offset) for tp, r in rows.items()} == {
+        (TOPIC, 0): (1, None),  # as locked, before the advance
+        (TOPIC, 1): (1, None),
+    }
+    stale = {tp: c.advanced(targets[tp]) for tp, c in mine.items()}
+    claim(conn, GROUP, "other", [(TOPIC, 1)])  # partition 1 changes hands
+    with conn.transaction(), conn.cursor() as cur:
+        rows, moved = lock_and_advance(
+            cur, GROUP, list(stale.values()), {(TOPIC, 0): 11, (TOPIC, 1): 21}
+        )
+    assert moved == 1  # partition 0 only: partition 1's epoch is the new owner's
+    assert fence_outcome(stale[(TOPIC, 1)], rows[(TOPIC, 1)]) is Outcome.LOST
+    with conn.transaction(), conn.cursor() as cur:  # an offset other than the row's: refused
+        _, moved = lock_and_advance(cur, GROUP, [stale[(TOPIC, 0)]], {(TOPIC, 0): 12})
+    assert moved == 0
+    stored = conn.execute(
+        "SELECT partition, epoch, next_offset FROM eos_offsets ORDER BY partition"
+    ).fetchall()
+    assert stored == [(0, 1, 11), (1, 2, 20)]
+
+
+def test_a_claim_waits_for_the_row_lock_of_a_commit_in_flight(
+    conn: Conn, database_url: str
+) -> None:
+    mine = claim(conn, GROUP, "me", [(TOPIC, 0)])
+    claimed = threading.Event()
+
+    def new_owner() -> None:
+        with connect(database_url) as other:
+            claim(other, GROUP, "other", [(TOPIC, 0)])
+        claimed.set()
+
+    with conn.transaction(), conn.cursor() as cur:
+        _, moved = lock_and_advance(cur, GROUP, list(mine.values()), {(TOPIC, 0): 5})
+        thread = threading.Thread(target=new_owner)
+        thread.start()
+        assert not claimed.wait(0.5)  # blocked on the row this commit holds
+    thread.join(10)
+    assert moved == 1 and claimed.is_set()
+    row = conn.execute("SELECT epoch, next_offset, owner FROM eos_offsets").fetchone()
+    assert row == (2, 5, "other")  # the claim landed after the commit, on top of it
