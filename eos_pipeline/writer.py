@@ -56,6 +56,9 @@ def prepare_connection(conn: Conn) -> None:
     `order_id = ANY(...)`) would otherwise be kept while the table grows.
     """
     conn.execute("SET plan_cache_mode = force_custom_plan")
+    # Every execution is planned anyway, so server-side prepared statements would only save
+    # the parse, for more client-side bookkeeping per statement than they save.
+    conn.prepare_threshold = None
     set_json_dumps(_json_dumps, context=conn)
     jsonb = conn.adapters.types["jsonb"]
     dumper = type("JsonbBinaryDumper", (_JsonbBinaryDumper,), {"oid": jsonb.oid})

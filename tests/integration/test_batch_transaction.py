@@ -88,6 +88,7 @@ def test_connections_plan_each_execution_for_its_parameters(conn: Conn) -> None:
     # A generic plan made while a table was empty would be kept as the table grows.
     found = conn.execute("SHOW plan_cache_mode").fetchone()
     assert found == ("force_custom_plan",)
+    assert conn.prepare_threshold is None  # so preparing statements would save only the parse
 
 
 def test_batches_commit_and_reuse_one_staging_table_per_shape(conn: Conn) -> None:
