@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -17,10 +18,11 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 # End-to-end latency is observed for at most this many records of a batch, evenly spread:
 # the quantiles stay representative, the hot path does not pay per record.
 E2E_SAMPLES_PER_BATCH = 64
+T = TypeVar("T")
 _SIZE_BUCKETS = (1, 10, 50, 100, 500, 1000, 2000, 5000, 10000, 20000, 50000)
 
 
-def sample(values: Sequence[int], at_most: int) -> Sequence[int]:
+def sample(values: Sequence[T], at_most: int) -> Sequence[T]:
     """Evenly spaced elements, first and last included."""
     if len(values) <= at_most:
         return values

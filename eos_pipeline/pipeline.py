@@ -466,6 +466,7 @@ class Session:
             c = held.get((topic, partition))
             if c is None or (c.next_offset is not None and offset < c.next_offset):
                 continue  # not ours (any more), or already committed
+            raw_headers = m.headers()
             items.append(
                 decode_record(
                     self.spec,
@@ -475,7 +476,7 @@ class Session:
                     _as_bytes(m.key()),
                     _as_bytes(m.value()),
                     m.timestamp()[1],
-                    _headers(m.headers()),
+                    _headers(raw_headers) if raw_headers else (),
                 )
             )
         self.metrics.consumed(len(items))

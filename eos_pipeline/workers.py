@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from .batching import BatchBuffer, BatchPolicy, Item, source_of, without
 from .events import Event
 from .events import TopicPartition as TP
+from .metrics import E2E_SAMPLES_PER_BATCH, sample
 from .offsets import Claim
 from .transaction import BatchContext, CommitResult, commit_batch
 
@@ -209,7 +210,11 @@ class Worker:
                     result,
                     len(items),
                     time.monotonic() - started,
-                    tuple(i.timestamp_ms for i in items if isinstance(i, Event)),
+                    tuple(
+                        i.timestamp_ms
+                        for i in sample(items, E2E_SAMPLES_PER_BATCH)
+                        if isinstance(i, Event)
+                    ),
                 )
             )
             if not result.fenced:
