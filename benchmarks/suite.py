@@ -4,8 +4,9 @@ the same generated orders events, produced once up front into one topic.
 Throughput of `run` is read from PostgreSQL while it works: the group's committed offsets are
 sampled every 0.1 s, and the rate is taken from the first sample with a commit to the sample
 where everything is committed (startup, group join and the idle exit are left out). CPU and
-peak RSS are the child's own (wait4); for `run` the CPU is the whole process, startup included.
-PostgreSQL's and Kafka's own CPU is not counted for any mode.
+peak RSS are the child's own (wait4); for `run` the CPU is the whole process, startup included
+(the two-process mode, two `run` processes in one group, sums their CPU and reports the larger
+RSS). PostgreSQL's and Kafka's own CPU is not counted for any mode.
 """
 
 from __future__ import annotations
@@ -202,25 +203,38 @@ SLOW_4 = "slow handler, 4 workers"
 
 
 def run_pipeline(
-    stack: Stack, logs: Path, mode: Mode, topic: str, total: int, batch: int, *extra: str
+    stack: Stack,
+    logs: Path,
+    mode: Mode,
+    topic: str,
+    total: int,
+    batch: int,
+    *extra: str,
+    processes: int = 1,
 ) -> None:
-    """`python -m eos_pipeline run` on a fresh database and group until idle."""
+    """`python -m eos_pipeline run` (in `processes` processes of one group) on a fresh
+    database and group until idle. CPU is summed over the processes, RSS is the largest."""
     url = stack.fresh_database()
     group = unique("bench-run")
-    log = logs / f"run-{''.join(c if c.isalnum() else '-' for c in mode.name)}.log"
-    child = Child(pipeline_command(stack.bootstrap, url, topic, group, batch, *extra), log=log)
+    slug = "".join(c if c.isalnum() else "-" for c in mode.name)
+    command = pipeline_command(stack.bootstrap, url, topic, group, batch, *extra)
+    logs_of = [logs / f"run-{slug}-{i}.log" for i in range(processes)]
+    children = [Child(command, log=log) for log in logs_of]
     progress = Progress(url, group, total)
     try:
-        usage = child.wait(timeout=1800, poll=progress)
+        usages = [child.wait(timeout=1800, poll=progress) for child in children]
         progress()
     finally:
-        child.kill()
+        for child in children:
+            child.kill()
         progress.conn.close()
         stack.drop(url)
-    if usage.returncode != 0:
-        raise RuntimeError(f"run failed: {log.read_text()[-2000:]}")
+    for usage, log in zip(usages, logs_of, strict=True):
+        if usage.returncode != 0:
+            raise RuntimeError(f"run failed: {log.read_text()[-2000:]}")
     committed, seconds = progress.rate_window()
-    mode.add(committed, seconds, usage.cpu_s * committed / total, usage.max_rss_mib)
+    cpu_s = sum(u.cpu_s for u in usages)
+    mode.add(committed, seconds, cpu_s * committed / total, max(u.max_rss_mib for u in usages))
     mode.messages = total
 
 
@@ -263,20 +277,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs = RESULTS / f"bench-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{unique('run')}"
     logs.mkdir(parents=True)
     stack = Stack.from_environment()
-    # The pipeline's modes: (name, --batch-size, extra arguments); the first is the default.
-    eos_modes = (
-        (f"eos run, batch {DEFAULT_BATCH}", DEFAULT_BATCH, ()),
-        (f"eos run, batch {plan.tuned_batch}", plan.tuned_batch, ()),
+    # The pipeline's modes: (name, --batch-size, extra arguments, processes in the group);
+    # the first is the default.
+    eos_modes: tuple[tuple[str, int, tuple[str, ...], int], ...] = (
+        (f"eos run, batch {DEFAULT_BATCH}", DEFAULT_BATCH, (), 1),
+        (f"eos run, batch {plan.tuned_batch}", plan.tuned_batch, (), 1),
         (
             f"eos run, batch {plan.threaded_batch}, {plan.threaded_workers} workers",
             plan.threaded_batch,
             ("--workers", str(plan.threaded_workers)),
+            1,
         ),
+        (f"eos run x2 processes, batch {DEFAULT_BATCH}", DEFAULT_BATCH, (), 2),
     )
-    names = ["raw consume", "raw store (COPY)", *(name for name, _, _ in eos_modes)]
+    names = ["raw consume", "raw store (COPY)", *(mode[0] for mode in eos_modes)]
     names += ["naive: Kafka commit/msg", "naive: PG txn/msg", SLOW_1, SLOW_4]
     m = [Mode(name) for name in names]
-    raw, store, eos, naive_c, naive_t, slow_1, slow_4 = m[0], m[1], m[2:5], m[5], m[6], m[7], m[8]
+    raw, store, eos, naive_c, naive_t, slow_1, slow_4 = m[0], m[1], m[2:6], m[6], m[7], m[8], m[9]
     try:
         topic = stack.topic(plan.partitions)
         produce_s = produce_once(stack, topic, plan.messages)
@@ -287,8 +304,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for round_ in range(plan.runs):
             run_worker(stack, logs, raw, "raw-consume", topic)
             run_worker(stack, logs, store, "raw-store", topic, "--batch", str(DEFAULT_BATCH))
-            for mode, (_, batch, extra) in zip(eos, eos_modes, strict=True):
-                run_pipeline(stack, logs, mode, topic, plan.messages, batch, *extra)
+            for mode, (_, batch, extra, processes) in zip(eos, eos_modes, strict=True):
+                run_pipeline(
+                    stack, logs, mode, topic, plan.messages, batch, *extra, processes=processes
+                )
             run_worker(stack, logs, naive_c, "naive-commit", topic, "--limit", limit)
             run_worker(stack, logs, naive_t, "naive-txn", topic, "--limit", limit)
             for mode, workers in ((slow_1, "1"), (slow_4, "4")):
@@ -301,10 +320,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 + ", ".join(f"{x.name} {x.rates[-1]:,.0f}/s" for x in m),
                 flush=True,
             )
-        for mode, (_, batch, extra) in zip(eos, eos_modes, strict=True):
-            mode.latency = measure_latency(
-                stack, batch, plan.latency_rate, plan.latency_seconds, plan.partitions, extra
-            )
+        for mode, (_, batch, extra, processes) in zip(eos, eos_modes, strict=True):
+            if processes == 1:  # the live-load phase runs one process
+                mode.latency = measure_latency(
+                    stack, batch, plan.latency_rate, plan.latency_seconds, plan.partitions, extra
+                )
     finally:
         stack.close()
     report = table(m, plan.runs)

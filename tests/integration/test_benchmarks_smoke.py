@@ -41,6 +41,7 @@ def test_benchmarks_quick(backend: Backend) -> None:
         "raw store (COPY)",
         "eos run, batch 5000",
         "eos run, batch 10000, 2 workers",
+        "eos run x2 processes, batch 5000",
         "naive: PG txn/msg",
     ):
         assert mode in out
