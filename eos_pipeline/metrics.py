@@ -40,6 +40,7 @@ class RunStats:
     batches: int = 0
     fenced: int = 0
     rebalances: int = 0
+    partitions_claimed: int = 0
     retries: int = 0
     sessions: int = 0
 
@@ -130,6 +131,9 @@ class PipelineMetrics:
     def rebalance(self, kind: str) -> None:
         self.totals.rebalances += 1
         self._rebalances.labels(kind).inc()
+
+    def claimed(self, partitions: int) -> None:
+        self.totals.partitions_claimed += partitions
 
     def retry(self, reason: str) -> None:
         self.totals.retries += 1

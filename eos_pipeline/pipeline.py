@@ -235,6 +235,7 @@ class Session:
         done: dict[TP, set[int]] | None = {} if self.keyed else None
         claims = claim(self.conn, self.cfg.group_id, self.cfg.owner, tps, done)
         self.claims.put(claims)
+        self.metrics.claimed(len(claims))
         if done is not None:
             for tp, c in claims.items():
                 self.progress[tp] = PartitionProgress(c.next_offset, done.get(tp, ()))
@@ -627,12 +628,13 @@ class Pipeline:
 
     def _stop_if_idle(self) -> None:
         """Idle: nothing consumed and nothing committed for a while (paused partitions whose
-        workers are still committing are not idle). The clock starts at the first assignment:
-        joining the group on a fresh broker can take seconds."""
+        workers are still committing are not idle). The clock starts when the first partition
+        is claimed: joining the group on a fresh broker can take seconds, and a consumer joining
+        a cooperative group gets an empty assignment first, its partitions a round later."""
         if self.cfg.idle_exit_s is None:
             return
         now = time.monotonic()
-        if self.stats.rebalances == 0:
+        if self.stats.partitions_claimed == 0:
             self._last_progress = now
             if now - self._started_at > max(ASSIGNMENT_WAIT_S, self.cfg.idle_exit_s):
                 log.warning("no partitions assigned within %.0f s: stopping", ASSIGNMENT_WAIT_S)

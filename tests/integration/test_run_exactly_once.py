@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import subprocess
 import time
 import uuid
@@ -413,3 +414,41 @@ def test_handler_failures_are_isolated_by_bisection(
             "SELECT (SELECT count(*) FROM order_events) + (SELECT count(*) FROM dead_letters)"
         ).fetchone()
     assert total == (600,)
+
+
+def test_a_consumer_joining_a_busy_group_waits_for_its_partitions_before_idling(
+    kafka_bootstrap: str,
+    database_url: str,
+    new_topic: Callable[..., str],
+    group_id: str,
+    tmp_path: Path,
+) -> None:
+    """A consumer joining a cooperative group is first given nothing, its partitions a round
+    later: `--exit-when-idle` must not count that gap as idleness."""
+    topic = new_topic(partitions=4)
+    produce(kafka_bootstrap, topic, 20000, seed=33)
+    slow = {**os.environ, "EOS_TEST_SLOW_MS": "100"}  # 2,000 records/s: busy for 10 s
+    busy = PipelineProcess(
+        kafka_bootstrap, database_url, topic, group_id, tmp_path, "--handler",
+        "tests.integration.ledger:slow", name="busy",
+    )  # fmt: skip
+    joiner = PipelineProcess(
+        kafka_bootstrap, database_url, topic, group_id, tmp_path, "--handler",
+        "tests.integration.ledger:slow", "--exit-when-idle", "1", name="joiner",
+    )  # fmt: skip
+    try:
+        busy.start(slow).wait_for("assigned")
+        joiner.start(slow)
+        assert joiner.proc is not None
+        assert joiner.proc.wait(120) == 0, joiner.logs()
+        consumed = re.search(r"stopped: (\d+) consumed", joiner.current_log())
+        assert "assigned" in joiner.current_log(), joiner.logs()
+        assert consumed is not None and int(consumed.group(1)) > 0, joiner.logs()
+        wait_caught_up(
+            database_url, group_id, read_topic(kafka_bootstrap, topic), alive=lambda: busy.running
+        )
+        assert busy.stop() == 0, busy.logs()
+    finally:
+        busy.kill()
+        joiner.kill()
+    check_exactly_once(kafka_bootstrap, database_url, topic, group_id, expect_records=20000)
