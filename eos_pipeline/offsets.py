@@ -86,15 +86,6 @@ WHERE consumer_group = %(group)s
 ORDER BY topic, partition
 """
 
-_ADVANCE_SQL = """
-UPDATE eos_offsets AS o SET next_offset = v.new_offset, updated_at = now()
-FROM unnest(%(topics)s::text[], %(partitions)s::int[], %(epochs)s::bigint[],
-            %(expected)s::bigint[], %(targets)s::bigint[])
-     AS v(topic, partition, epoch, expected, new_offset)
-WHERE o.consumer_group = %(group)s AND o.topic = v.topic AND o.partition = v.partition
-  AND o.epoch = v.epoch AND o.next_offset IS NOT DISTINCT FROM v.expected
-"""
-
 
 def _split(tps: Iterable[TopicPartition]) -> tuple[list[str], list[int]]:
     ordered = sorted(tps)
@@ -142,14 +133,6 @@ def lock_rows(
     }
 
 
-def advance(
-    cur: Cursor, group: str, claims: Sequence[Claim], targets: Mapping[TopicPartition, int]
-) -> int:
-    """Move each claimed partition to its target offset behind the fence; returns rows hit."""
-    cur.execute(_ADVANCE_SQL, _advance_params(group, claims, targets))
-    return cur.rowcount
-
-
 def _advance_params(
     group: str, claims: Sequence[Claim], targets: Mapping[TopicPartition, int]
 ) -> dict[str, object]:
@@ -195,8 +178,9 @@ FROM locked l ORDER BY l.topic, l.partition
 def lock_and_advance(
     cur: Cursor, group: str, claims: Sequence[Claim], targets: Mapping[TopicPartition, int]
 ) -> tuple[dict[TopicPartition, OffsetRow], int]:
-    """`lock_rows` then `advance`, in one statement: the rows as locked, and how many moved.
-    The caller checks the rows with `fence_outcome` and rolls back if the fence refuses."""
+    """Lock the rows (fixed order) and move each partition to its target behind the fence, in
+    one statement: returns the rows as locked and how many moved. The caller checks the rows
+    with `fence_outcome` and rolls back if the fence refuses."""
     cur.execute(_LOCK_AND_ADVANCE_SQL, _advance_params(group, claims, targets))
     rows: dict[TopicPartition, OffsetRow] = {}
     moved = 0
@@ -243,10 +227,8 @@ def advance_watermark(conn: Conn, group: str, c: Claim, next_offset: int) -> boo
     """Move a partition's next_offset up to its watermark and forget the done rows below, in
     one short transaction behind the fence; False when the fence refused it."""
     with database_errors("advance watermark"), conn.transaction(), conn.cursor() as cur:
-        row = lock_rows(cur, group, [c.key]).get(c.key)
-        if fence_outcome(c, row) is not Outcome.OWNED:
-            return False
-        if advance(cur, group, [c], {c.key: next_offset}) != 1:
+        rows, moved = lock_and_advance(cur, group, [c], {c.key: next_offset})
+        if fence_outcome(c, rows.get(c.key)) is not Outcome.OWNED or moved != 1:
             return False
         cur.execute(
             "DELETE FROM eos_done_offsets WHERE consumer_group = %s AND topic = %s "
