@@ -21,7 +21,14 @@ from confluent_kafka import Consumer, TopicPartition
 
 from .events import TopicPartition as TP
 from .handlers import InvalidEvent, UndecodableEvent
-from .orders.schema import STATUS_BY_TYPE, OrderEvent, parse_order_event
+from .orders.schema import (
+    STATUS_BY_TYPE,
+    ItemAdded,
+    OrderCreated,
+    OrderEvent,
+    OrderPaid,
+    parse_order_event,
+)
 from .writer import Conn
 
 
@@ -109,11 +116,11 @@ def expected_state(records: Sequence[Record]) -> Expected:
             exp.dead.add(where)
             continue
         order = exp.orders.get(e.order_id)
-        if e.type == "order_created":
+        if isinstance(e, OrderCreated):
             exp.valid.add(where)
             if order is None:
                 exp.orders[e.order_id] = ExpectedOrder(
-                    e.customer_id or "",
+                    e.customer_id,
                     "created",
                     created_at=e.ts,
                     updated_at=e.ts,
@@ -125,14 +132,14 @@ def expected_state(records: Sequence[Record]) -> Expected:
             continue
         exp.valid.add(where)
         order.updated_at, order.last_offset = e.ts, r.offset
-        if e.type == "item_added":
+        if isinstance(e, ItemAdded):
             order.item_count += e.quantity
             order.total_amount += e.quantity * e.unit_price
         else:
             order.status = STATUS_BY_TYPE[e.type]
-            if e.type == "order_paid":
+            if isinstance(e, OrderPaid):
                 order.paid_amount = e.amount
-                exp.payments.append((e.ts, e.amount or Decimal(0)))
+                exp.payments.append((e.ts, e.amount))
     return exp
 
 

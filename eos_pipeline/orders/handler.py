@@ -14,7 +14,14 @@ from typing import Any, NamedTuple
 from ..events import Event
 from ..views.builtin import ORDER_STATUS_COUNTS
 from ..writer import Writer
-from .schema import STATUS_BY_TYPE, OrderEvent, parse_order_event
+from .schema import (
+    STATUS_BY_TYPE,
+    ItemAdded,
+    OrderCreated,
+    OrderEvent,
+    OrderPaid,
+    parse_order_event,
+)
 
 ORDER_COLUMNS = (
     "order_id",
@@ -73,9 +80,8 @@ def apply(state: OrderState | None, event: Event) -> OrderState | None:
     Raises nothing: the caller decides what an unknown order means."""
     e: OrderEvent = event.value
     if state is None:
-        if e.type != "order_created":
+        if not isinstance(e, OrderCreated):
             return None
-        assert e.customer_id is not None
         return OrderState(
             e.order_id,
             e.customer_id,
@@ -89,7 +95,7 @@ def apply(state: OrderState | None, event: Event) -> OrderState | None:
             event.partition,
             event.offset,
         )
-    if e.type == "order_created" or already_applied(state, event):
+    if isinstance(e, OrderCreated) or already_applied(state, event):
         return state
     status, count, total, paid = (
         state.status,
@@ -97,9 +103,9 @@ def apply(state: OrderState | None, event: Event) -> OrderState | None:
         state.total_amount,
         state.paid_amount,
     )
-    if e.type == "item_added":
+    if isinstance(e, ItemAdded):
         count, total = count + e.quantity, total + e.quantity * e.unit_price
-    elif e.type == "order_paid":
+    elif isinstance(e, OrderPaid):
         status, paid = "paid", e.amount
     else:
         status = STATUS_BY_TYPE[e.type]

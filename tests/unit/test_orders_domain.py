@@ -12,7 +12,16 @@ import pytest
 from eos_pipeline.events import Event
 from eos_pipeline.handlers import InvalidEvent, InvalidJson, UndecodableEvent
 from eos_pipeline.orders.handler import OrderState, already_applied, apply, status_deltas
-from eos_pipeline.orders.schema import OrderEvent, parse_order_event
+from eos_pipeline.orders.schema import (
+    EVENT_CLASSES,
+    ItemAdded,
+    Money,
+    OrderCancelled,
+    OrderCreated,
+    OrderPaid,
+    OrderShipped,
+    parse_order_event,
+)
 
 TS = "2024-05-01T12:00:00+00:00"
 TS_DT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -53,23 +62,24 @@ _MISSING = object()
 # -- parse_order_event: valid events -----------------------------------------------------------
 def test_order_created() -> None:
     e = parse_order_event(raw(VALID["order_created"]))
-    assert e == OrderEvent("order_created", "o1", TS_DT, customer_id="c1")
+    assert e == OrderCreated("o1", TS_DT, customer_id="c1")
 
 
 def test_item_added() -> None:
     e = parse_order_event(raw(VALID["item_added"]))
-    assert e == OrderEvent("item_added", "o1", TS_DT, quantity=3, unit_price=Decimal("19.99"))
+    assert e == ItemAdded("o1", TS_DT, sku="sku-1", quantity=3, unit_price=Money("19.99"))
+    assert isinstance(e, ItemAdded)
     assert isinstance(e.unit_price, Decimal)
 
 
 def test_order_paid() -> None:
     e = parse_order_event(raw(VALID["order_paid"]))
-    assert e == OrderEvent("order_paid", "o1", TS_DT, amount=Decimal("59.97"))
+    assert e == OrderPaid("o1", TS_DT, amount=Money("59.97"))
 
 
-@pytest.mark.parametrize("kind", ["order_shipped", "order_cancelled"])
-def test_status_only_events(kind: str) -> None:
-    assert parse_order_event(raw(VALID[kind])) == OrderEvent(kind, "o1", TS_DT)
+def test_status_only_events() -> None:
+    assert parse_order_event(raw(VALID["order_shipped"])) == OrderShipped("o1", TS_DT)
+    assert parse_order_event(raw(VALID["order_cancelled"])) == OrderCancelled("o1", TS_DT, "x")
 
 
 def test_every_valid_type_is_covered() -> None:
@@ -98,11 +108,15 @@ def test_timestamps_with_a_zone(ts: str, expected: datetime) -> None:
 
 @pytest.mark.parametrize("amount", ["0", "0.5", "12.30", "999999999999.99", "1E+2"])
 def test_accepted_amounts(amount: str) -> None:
-    assert parse_order_event(changed("order_paid", amount=amount)).amount == Decimal(amount)
+    e = parse_order_event(changed("order_paid", amount=amount))
+    assert isinstance(e, OrderPaid)
+    assert e.amount == Decimal(amount)
 
 
 def test_quantity_upper_bound_is_inclusive() -> None:
-    assert parse_order_event(changed("item_added", quantity=1_000_000)).quantity == 1_000_000
+    e = parse_order_event(changed("item_added", quantity=1_000_000))
+    assert isinstance(e, ItemAdded)
+    assert e.quantity == 1_000_000
 
 
 def test_extra_fields_are_ignored() -> None:
@@ -240,7 +254,11 @@ def ev(
     minutes: int = 0,
     **fields: Any,
 ) -> Event:
-    value = OrderEvent(kind, "o1", T0 + timedelta(minutes=minutes), **fields)
+    if kind == "item_added":
+        fields.setdefault("sku", "sku-1")
+    if kind == "order_cancelled":
+        fields.setdefault("reason", "x")
+    value = EVENT_CLASSES[kind]("o1", T0 + timedelta(minutes=minutes), **fields)
     return Event(topic, partition, offset, b"o1", value, b"{}", 0)
 
 
@@ -359,3 +377,74 @@ def test_status_deltas() -> None:
     assert sorted(status_deltas({"o1": base}, {"o1": paid, "o2": new_order})) == sorted(
         [("created", -1), ("paid", 1), ("created", 1)]
     )
+
+
+# -- the fast parser agrees with the careful one -------------------------------------------------
+def _outcome(parse: Any, value: bytes) -> object:
+    try:
+        return parse(value)
+    except (UndecodableEvent, InvalidEvent) as exc:
+        return (type(exc), str(exc))
+
+
+AGREEMENT_CASES = [
+    *(raw(doc) for doc in VALID.values()),
+    changed("order_shipped", ts="2024-05-01t12:00:00z"),
+    changed("order_shipped", ts="2024-05-01T12:00:00.5-03:30"),
+    changed("order_shipped", ts="2024-05-01 12:00:00+00:00"),
+    changed("order_shipped", ts="2024-05-01T12:00Z"),
+    changed("order_shipped", ts="2024-05-01T12:00:00+0100"),
+    changed("order_shipped", ts="2024-05-01T12:00:00"),
+    changed("order_shipped", ts="2024-02-30T12:00:00Z"),
+    changed("order_shipped", order_id="ö"),
+    changed("item_added", quantity=True),
+    changed("item_added", quantity=1.0),
+    changed("item_added", quantity=1_000_001),
+    changed("item_added", unit_price="1e2"),
+    changed("item_added", unit_price=" 1.00"),
+    changed("item_added", unit_price="0001.00"),
+    changed("item_added", unit_price="1.005"),
+    changed("item_added", unit_price=1.5),
+    changed("order_paid", amount="999999999999.99"),
+    changed("order_paid", amount="1000000000000"),
+    changed("order_paid", amount="NaN"),
+    changed("order_paid", amount="-0"),
+    changed("order_created", customer_id=""),
+    changed("order_created", type="order_shipped"),
+    changed("order_cancelled", reason=None),
+    b'{"type": "order_shipped", "order_id": "o1", "order_id": "o2", "ts": "2024-05-01T12:00:00Z"}',
+    b'{"type": "order_shipped", "order_id": "o1", "ts": "2024-05-01T12:00:00Z"} x',
+    b'{"type": "\xff\xfe"}',
+    b"[]",
+    b"",
+]
+
+
+@pytest.mark.parametrize("value", AGREEMENT_CASES)
+def test_the_fast_parser_agrees_with_the_careful_one(value: bytes) -> None:
+    from eos_pipeline.orders.schema import _parse_carefully
+
+    assert _outcome(parse_order_event, value) == _outcome(_parse_carefully, value)
+
+
+def test_the_fast_parser_takes_the_common_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    from eos_pipeline.orders import schema
+
+    careful = schema._parse_carefully
+    seen: list[bytes | None] = []
+
+    def counting(value: bytes | None) -> schema.OrderEvent:
+        seen.append(value)
+        return careful(value)
+
+    monkeypatch.setattr(schema, "_parse_carefully", counting)
+    for doc in VALID.values():
+        parse_order_event(raw(doc))
+    with pytest.raises(InvalidEvent):
+        parse_order_event(changed("item_added", quantity=0))
+    assert seen == [changed("item_added", quantity=0)]
+
+
+def test_beyond_microseconds_the_fast_parser_rounds() -> None:
+    e = parse_order_event(changed("order_shipped", ts="2024-05-01T12:00:00.1234567Z"))
+    assert e.ts == TS_DT.replace(microsecond=123457)
