@@ -126,15 +126,18 @@ def apply(state: OrderState | None, event: Event) -> OrderState | None:
 
 def status_deltas(
     before: dict[str, OrderState], after: dict[str, OrderState]
-) -> list[tuple[str, int]]:
-    deltas: list[tuple[str, int]] = []
+) -> list[tuple[str, int, int]]:
+    """(status, shard, +1/-1) for each order whose status the batch changed. The shard is the
+    source partition of the order's latest event: one this batch holds, so no concurrent
+    batch adds to the same `order_status_count_shards` rows."""
+    deltas: list[tuple[str, int, int]] = []
     for order_id, new in after.items():
         old = before.get(order_id)
         if old is not None and old.status == new.status:
             continue
         if old is not None:
-            deltas.append((old.status, -1))
-        deltas.append((new.status, 1))
+            deltas.append((old.status, new.src_partition, -1))
+        deltas.append((new.status, new.src_partition, 1))
     return deltas
 
 
@@ -179,7 +182,8 @@ def _handle(events: Sequence[Event], writer: Writer) -> None:
     writer.insert("order_events", EVENT_COLUMNS, recorded, on_conflict="ignore")
     writer.upsert("orders", ("order_id",), ORDER_COLUMNS, [s.row() for s in changed.values()])
     ORDER_STATUS_COUNTS.apply(
-        writer.connection, [((status,), (n,)) for status, n in status_deltas(before, changed)]
+        writer.connection,
+        [((status, shard), (n,)) for status, shard, n in status_deltas(before, changed)],
     )
 
 

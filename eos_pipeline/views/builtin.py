@@ -41,6 +41,8 @@ ORDER_STATUS_COUNTS = IncrementalView(
     key_columns=("status",),
     counter_columns=("orders",),
     rebuild_sql="SELECT status, count(*) FROM orders GROUP BY status",
+    table="order_status_count_shards",
+    shard_column="shard",  # the source partition of the batch's events (migration 0005)
 )
 
 BUILTIN_VIEWS: tuple[ViewDefinition, ...] = (

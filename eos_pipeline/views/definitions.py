@@ -115,7 +115,14 @@ class IncrementalView:
     columns, in that order, from the base tables; it should yield no all-zero rows.
 
     Rows whose counters are all zero may remain after deltas; they mean the same as an absent
-    key, and readers (`views show`) leave them out."""
+    key, and readers (`views show`) leave them out.
+
+    With `shard_column`, the counters live in `table` once per key and shard, and `name` is a
+    plain view summing the shards. A summary every batch updates has few keys, and a row a
+    transaction updated stays locked until its COMMIT: unsharded, concurrent batches (workers,
+    processes) queue behind each other's commits. Each batch adds to the shards of its own
+    source partitions, which no other committer holds; a delta's key then ends with its shard.
+    A rebuild puts every key in shard 0."""
 
     kind: ClassVar[str] = "incremental"
 
@@ -124,6 +131,7 @@ class IncrementalView:
     counter_columns: tuple[str, ...]
     rebuild_sql: str
     table: str = ""
+    shard_column: str = ""
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -135,10 +143,26 @@ class IncrementalView:
         _check_columns(f"counters of {self.name}", self.counter_columns)
         if set(self.key_columns) & set(self.counter_columns):
             raise ValueError(f"{self.name}: a column cannot be both key and counter")
+        if self.shard_column:
+            check_identifier(f"shard column of {self.name}", self.shard_column)
+            if self.shard_column in self.key_columns + self.counter_columns:
+                raise ValueError(f"{self.name}: the shard column cannot be a key or counter")
+            if self.table == self.name:
+                raise ValueError(f"{self.name}: a sharded view needs a table of another name")
         _check_select(f"rebuild SQL of {self.name}", self.rebuild_sql)
 
     @property
+    def sharded(self) -> bool:
+        return bool(self.shard_column)
+
+    @property
+    def table_key(self) -> tuple[str, ...]:
+        """The key of `table`'s rows: the view's key, then the shard if there is one."""
+        return (*self.key_columns, self.shard_column) if self.sharded else self.key_columns
+
+    @property
     def columns(self) -> tuple[str, ...]:
+        """The view's columns, as `rebuild_sql` selects them and readers see them."""
         return (*self.key_columns, *self.counter_columns)
 
     @property
@@ -147,11 +171,11 @@ class IncrementalView:
 
     def apply(self, conn: psycopg.Connection[Any], deltas: Iterable[Delta]) -> int:
         """Add the deltas inside the caller's transaction with one statement; returns how
-        many keys changed. Each delta is `(key values, counter values)`."""
-        rows = aggregate_deltas(deltas, len(self.key_columns), len(self.counter_columns))
+        many rows changed. Each delta is `(key values [+ shard], counter values)`."""
+        rows = aggregate_deltas(deltas, len(self.table_key), len(self.counter_columns))
         if rows:
             statement = upsert_statement_bytes(
-                self.table, tuple(self.key_columns), tuple(self.counter_columns), len(rows)
+                self.table, self.table_key, tuple(self.counter_columns), len(rows)
             )
             conn.execute(statement, flatten(rows))
         return len(rows)

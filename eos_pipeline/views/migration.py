@@ -23,7 +23,7 @@ from alembic import op
 from psycopg import sql
 
 from .definitions import MaterializedView, ViewDefinition
-from .incremental import rebuild_statements
+from .incremental import rebuild_statements, summing_view_statement
 from .materialized import create_statements, drop_statements
 
 
@@ -46,17 +46,36 @@ def _unregister(view: ViewDefinition) -> sql.Composed:
     )
 
 
+def _column_types(table: str) -> dict[str, str]:
+    rows = op.get_bind().execute(
+        sa.text(
+            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
+            " WHERE attrelid = CAST(:t AS regclass) AND attnum > 0 AND NOT attisdropped"
+        ),
+        {"t": table},
+    )
+    return {str(name): str(kind) for name, kind in rows}
+
+
 def create_view_op(view: ViewDefinition) -> None:
     """A materialized view: create, populate and index it. An incremental view: its table must
-    exist already (create it with op.create_table); it is filled from rebuild_sql."""
+    exist already (create it with op.create_table); it is filled from rebuild_sql, and a
+    sharded one gets its summing view."""
     if isinstance(view, MaterializedView):
         _execute([*create_statements(view), _register(view)])
-    else:
-        _execute([*rebuild_statements(view), _register(view)])
+        return
+    statements = rebuild_statements(view)
+    if view.sharded:
+        statements.append(summing_view_statement(view, _column_types(view.table)))
+    _execute([*statements, _register(view)])
 
 
 def drop_view_op(view: ViewDefinition) -> None:
     """A materialized view is dropped; an incremental view's table stays (its migration owns
-    it), only its registration goes."""
-    statements = drop_statements(view) if isinstance(view, MaterializedView) else []
+    it), only its registration (and a sharded one's summing view) goes."""
+    statements: list[sql.Composable] = []
+    if isinstance(view, MaterializedView):
+        statements = list(drop_statements(view))
+    elif view.sharded:
+        statements = [sql.SQL("DROP VIEW IF EXISTS {}").format(sql.Identifier(view.name))]
     _execute([*statements, _unregister(view)])

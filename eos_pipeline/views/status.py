@@ -24,7 +24,8 @@ class ViewStatus:
 
 
 def _relation(view: ViewDefinition) -> str:
-    return view.table if isinstance(view, IncrementalView) else view.name
+    """What readers query: a materialized view, a summary table, or a sharded one's view."""
+    return view.table if isinstance(view, IncrementalView) and not view.sharded else view.name
 
 
 def nonzero_filter(view: ViewDefinition) -> sql.Composable:

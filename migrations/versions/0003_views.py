@@ -13,8 +13,19 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
-from eos_pipeline.views.builtin import BUILTIN_VIEWS
+from eos_pipeline.views.builtin import CUSTOMER_ORDER_TOTALS, REVENUE_BY_HOUR
+from eos_pipeline.views.definitions import IncrementalView
 from eos_pipeline.views.migration import create_view_op, drop_view_op
+
+# The status counts as this revision created them: one table row per status. Migration 0005
+# shards them; this revision keeps its own definition so it runs the same on a new database.
+ORDER_STATUS_COUNTS_0003 = IncrementalView(
+    name="order_status_counts",
+    key_columns=("status",),
+    counter_columns=("orders",),
+    rebuild_sql="SELECT status, count(*) FROM orders GROUP BY status",
+)
+VIEWS = (CUSTOMER_ORDER_TOTALS, REVENUE_BY_HOUR, ORDER_STATUS_COUNTS_0003)
 
 revision = "0003"
 down_revision = "0002"
@@ -35,11 +46,11 @@ def upgrade() -> None:
             "kind in ('materialized', 'incremental')", name="eos_view_refreshes_kind_check"
         ),
     )
-    for view in BUILTIN_VIEWS:
+    for view in VIEWS:
         create_view_op(view)
 
 
 def downgrade() -> None:
-    for view in reversed(BUILTIN_VIEWS):
+    for view in reversed(VIEWS):
         drop_view_op(view)
     op.drop_table("eos_view_refreshes")

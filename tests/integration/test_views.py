@@ -203,10 +203,15 @@ def test_watermark_comes_from_the_refresh_snapshot(database_url: str, db: Conn) 
 def test_rebuild_repairs_a_corrupted_summary(db: Conn) -> None:
     s = seed(db, random.Random(5))
     set_offsets(db, {("orders", 0): 42})
-    db.execute("DELETE FROM order_status_counts")
-    db.execute("INSERT INTO order_status_counts VALUES ('paid', 999), ('bogus', 3), ('created', 0)")
+    db.execute("DELETE FROM order_status_count_shards")
+    db.execute(
+        "INSERT INTO order_status_count_shards VALUES"
+        " ('paid', 0, 999), ('bogus', 1, 3), ('created', 2, 0), ('created', 3, 5)"
+    )
     result = rebuild_view(db, ORDER_STATUS_COUNTS)
     assert summary(db) == status_counts(s)
+    shards = db.execute("SELECT DISTINCT shard FROM order_status_count_shards").fetchall()
+    assert shards == [(0,)]  # a rebuild puts every key in shard 0
     assert [o.next_offset for o in result.offsets] == [42]
 
 
@@ -215,21 +220,43 @@ def test_apply_adds_preaggregated_deltas_in_one_statement(db: Conn) -> None:
         changed = ORDER_STATUS_COUNTS.apply(
             db,
             [
-                (("created",), (1,)),
-                (("created",), (1,)),
-                (("created",), (-1,)),
-                (("paid",), (1,)),
-                (("shipped",), (1,)),
-                (("shipped",), (-1,)),
+                (("created", 0), (1,)),
+                (("created", 0), (1,)),
+                (("created", 0), (-1,)),
+                (("paid", 0), (1,)),
+                (("paid", 1), (1,)),
+                (("shipped", 0), (1,)),
+                (("shipped", 0), (-1,)),
             ],
         )
-    assert changed == 2
+    assert changed == 3
     with db.transaction():
-        ORDER_STATUS_COUNTS.apply(db, [(("created",), (-1,)), (("paid",), (1,))])
+        ORDER_STATUS_COUNTS.apply(db, [(("created", 1), (-1,)), (("paid", 2), (1,))])
         assert ORDER_STATUS_COUNTS.apply(db, []) == 0
-    assert summary(db) == {"paid": 2}  # 'created' is 0 now: a zero row means "none"
-    row = db.execute("SELECT orders FROM order_status_counts WHERE status = 'created'").fetchone()
-    assert row == (0,)
+    # The view sums the shards; 'created' sums to 0 (1 in shard 0, -1 in shard 1): "none".
+    assert summary(db) == {"paid": 3}
+    assert db.execute("SELECT * FROM order_status_counts ORDER BY status").fetchall() == [
+        ("paid", 3)
+    ]
+    shards = db.execute(
+        "SELECT shard, orders FROM order_status_count_shards WHERE status = 'created'"
+        " ORDER BY shard"
+    ).fetchall()
+    assert shards == [(0, 1), (1, -1)]
+
+
+def test_batches_of_other_shards_do_not_wait_for_each_other(db: Conn, database_url: str) -> None:
+    """A batch's status counts stay locked until it commits: another batch adding to the same
+    shard waits; one adding to its own shard goes straight through."""
+    with psycopg.connect(psycopg_url(database_url), autocommit=True) as other:
+        other.execute("SET lock_timeout = '500ms'")
+        with db.transaction():
+            ORDER_STATUS_COUNTS.apply(db, [(("created", 0), (1,)), (("paid", 0), (1,))])
+            with other.transaction():
+                ORDER_STATUS_COUNTS.apply(other, [(("created", 1), (1,)), (("paid", 1), (1,))])
+            with pytest.raises(psycopg.errors.LockNotAvailable), other.transaction():
+                ORDER_STATUS_COUNTS.apply(other, [(("created", 0), (1,))])
+    assert summary(db) == {"created": 2, "paid": 2}
 
 
 def test_a_missing_view_is_a_view_error(db: Conn) -> None:

@@ -66,8 +66,8 @@ def test_refresh_list_and_show(database_url: str, db: Conn) -> None:
 
 def test_rebuild_repairs_the_summary(database_url: str, db: Conn) -> None:
     s = seed(db, random.Random(22))
-    db.execute("UPDATE order_status_counts SET orders = orders + 100")
-    db.execute("INSERT INTO order_status_counts VALUES ('shipped', -7) ON CONFLICT DO NOTHING")
+    db.execute("UPDATE order_status_count_shards SET orders = orders + 100")
+    db.execute("INSERT INTO order_status_count_shards VALUES ('shipped', 5, -7)")
     rebuilt = cli(database_url, "rebuild", "order_status_counts")
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert summary(db) == status_counts(s)

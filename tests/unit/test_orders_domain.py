@@ -369,14 +369,18 @@ def test_status_deltas() -> None:
     touched_same_status = apply(base, ev("item_added", 13, quantity=1, unit_price=Decimal("1.00")))
     assert touched_same_status is not None
     other = OrderState("o3", "c3", "created", 0, Decimal(0), None, T0, T0, "orders", 0, 1)
+    moved = apply(base, ev("order_shipped", 14, partition=3))
+    assert moved is not None
 
-    assert status_deltas({"o1": base}, {"o1": paid}) == [("created", -1), ("paid", 1)]
-    assert status_deltas({}, {"o2": new_order}) == [("created", 1)]
+    assert status_deltas({"o1": base}, {"o1": paid}) == [("created", 0, -1), ("paid", 0, 1)]
+    assert status_deltas({}, {"o2": new_order}) == [("created", 0, 1)]
     assert status_deltas({"o1": base}, {"o1": touched_same_status}) == []
     assert status_deltas({"o1": base, "o3": other}, {}) == []
     assert sorted(status_deltas({"o1": base}, {"o1": paid, "o2": new_order})) == sorted(
-        [("created", -1), ("paid", 1), ("created", 1)]
+        [("created", 0, -1), ("paid", 0, 1), ("created", 0, 1)]
     )
+    # Both sides go to the shard of the partition the batch holds (its latest event's).
+    assert status_deltas({"o1": base}, {"o1": moved}) == [("created", 3, -1), ("shipped", 3, 1)]
 
 
 # -- the fast parser agrees with the careful one -------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,7 @@ from eos_pipeline.views import (
 )
 from eos_pipeline.views import __all__ as public_names
 from eos_pipeline.views.deltas import flatten, upsert_statement
+from eos_pipeline.views.incremental import rebuild_statements, summing_view_statement
 from eos_pipeline.views.registry import ViewRegistry, modules_from_env
 
 
@@ -147,3 +149,55 @@ def test_missing_user_module_is_a_config_error() -> None:
 def test_modules_from_env() -> None:
     assert modules_from_env({"EOS_VIEWS_MODULES": " a.b , ,c "}) == ("a.b", "c")
     assert modules_from_env({}) == ()
+
+
+# -- sharded incremental views --------------------------------------------------------------------
+def _sharded(**changes: Any) -> IncrementalView:
+    fields: dict[str, Any] = {
+        "name": "counts",
+        "key_columns": ("status",),
+        "counter_columns": ("n",),
+        "rebuild_sql": "SELECT status, count(*) FROM t GROUP BY status",
+        "table": "count_shards",
+        "shard_column": "shard",
+    }
+    return IncrementalView(**{**fields, **changes})
+
+
+def test_a_sharded_view_keys_its_table_by_key_then_shard() -> None:
+    view = _sharded()
+    assert view.sharded and ORDER_STATUS_COUNTS.sharded
+    assert view.table_key == ("status", "shard")
+    assert view.columns == ("status", "n")
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"table": ""}, "table of another name"),
+        ({"table": "counts"}, "table of another name"),
+        ({"shard_column": "status"}, "cannot be a key or counter"),
+        ({"shard_column": "n"}, "cannot be a key or counter"),
+        ({"shard_column": "Shard"}, "lower-case SQL identifier"),
+    ],
+)
+def test_sharded_view_validation(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        _sharded(**changes)
+
+
+def test_a_rebuild_puts_every_key_in_shard_zero() -> None:
+    delete, insert = (s.as_string() for s in rebuild_statements(_sharded()))
+    assert delete == 'DELETE FROM "count_shards"'
+    assert insert == (
+        'INSERT INTO "count_shards" ("status", "shard", "n") SELECT "status", 0, "n" FROM'
+        ' (SELECT status, count(*) FROM t GROUP BY status) AS rebuilt ("status", "n")'
+    )
+
+
+def test_the_summing_view_keeps_counter_types_and_drops_zero_sums() -> None:
+    text = summing_view_statement(_sharded(), {"n": "bigint"}).as_string()
+    assert text == (
+        'CREATE OR REPLACE VIEW "counts" AS SELECT "status", CAST(sum("n") AS bigint) AS "n"'
+        ' FROM "count_shards" GROUP BY "status" HAVING sum("n") <> 0'
+    )
