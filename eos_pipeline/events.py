@@ -5,7 +5,19 @@ times faster than a frozen dataclass, while staying immutable."""
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+import functools
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple, TypeVar, cast
+
+T = TypeVar("T", bound=tuple[Any, ...])
+
+
+def tuple_maker(cls: type[T]) -> Callable[[Iterable[Any]], T]:
+    """A builder of `cls` from all its fields in order. A named tuple's own constructor is
+    Python code; tuple.__new__ builds the same tuple in C in half the time, which counts on
+    the per-record path. No defaults are filled in: every field must be given."""
+    return cast(Callable[[Iterable[Any]], T], functools.partial(tuple.__new__, cls))
+
 
 TopicPartition = tuple[str, int]
 Headers = tuple[tuple[str, bytes | None], ...]
@@ -52,3 +64,6 @@ class DeadLetter(NamedTuple):
             error_class,
             error_message,
         )
+
+
+make_event = tuple_maker(Event)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from .errors import ConfigError
-from .events import DeadLetter, Event, Headers
+from .events import DeadLetter, Event, Headers, make_event
 
 if TYPE_CHECKING:
     from .writer import Writer
@@ -125,4 +125,4 @@ def decode_record(
             "DecodeError",
             f"{type(exc).__name__}: {exc}",
         )
-    return Event(topic, partition, offset, key, value, raw, timestamp_ms, headers)
+    return make_event((topic, partition, offset, key, value, raw, timestamp_ms, headers))

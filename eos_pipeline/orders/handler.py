@@ -11,7 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-from ..events import Event
+from ..events import Event, tuple_maker
 from ..views.builtin import ORDER_STATUS_COUNTS
 from ..writer import Writer
 from .schema import (
@@ -67,6 +67,9 @@ class OrderState(NamedTuple):
         return tuple(self)
 
 
+_order_state = tuple_maker(OrderState)
+
+
 def already_applied(state: OrderState, event: Event) -> bool:
     return (
         state.src_topic == event.topic
@@ -82,18 +85,20 @@ def apply(state: OrderState | None, event: Event) -> OrderState | None:
     if state is None:
         if not isinstance(e, OrderCreated):
             return None
-        return OrderState(
-            e.order_id,
-            e.customer_id,
-            "created",
-            0,
-            Decimal(0),
-            None,
-            e.ts,
-            e.ts,
-            event.topic,
-            event.partition,
-            event.offset,
+        return _order_state(
+            (
+                e.order_id,
+                e.customer_id,
+                "created",
+                0,
+                Decimal(0),
+                None,
+                e.ts,
+                e.ts,
+                event.topic,
+                event.partition,
+                event.offset,
+            )
         )
     if isinstance(e, OrderCreated) or already_applied(state, event):
         return state
@@ -109,18 +114,20 @@ def apply(state: OrderState | None, event: Event) -> OrderState | None:
         status, paid = "paid", e.amount
     else:
         status = STATUS_BY_TYPE[e.type]
-    return OrderState(
-        state.order_id,
-        state.customer_id,
-        status,
-        count,
-        total,
-        paid,
-        state.created_at,
-        e.ts,
-        event.topic,
-        event.partition,
-        event.offset,
+    return _order_state(
+        (
+            state.order_id,
+            state.customer_id,
+            status,
+            count,
+            total,
+            paid,
+            state.created_at,
+            e.ts,
+            event.topic,
+            event.partition,
+            event.offset,
+        )
     )
 
 
@@ -146,7 +153,7 @@ def _load(writer: Writer, order_ids: Sequence[str]) -> dict[str, OrderState]:
     rows = writer.execute(
         f"SELECT {cols} FROM orders WHERE order_id = ANY(%s)", (list(order_ids),)
     ).fetchall()
-    return {r[0]: OrderState(*r) for r in rows}
+    return {r[0]: _order_state(r) for r in rows}
 
 
 class OrdersHandler:
