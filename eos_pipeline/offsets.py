@@ -128,7 +128,7 @@ def lock_rows(
     query = _READ_SQL + (f"FOR {lock}" if lock in ("UPDATE", "SHARE") else "")
     cur.execute(query, {"group": group, "topics": topics, "partitions": partitions})
     return {
-        (str(t), int(p)): OffsetRow(int(e), _opt_int(n), None if o is None else str(o))  # type: ignore[call-overload]
+        (str(t), int(p)): OffsetRow(int(e), _opt_int(n), _opt_str(o))  # type: ignore[call-overload]
         for t, p, e, n, o in cur.fetchall()
     }
 
@@ -175,19 +175,52 @@ FROM locked l ORDER BY l.topic, l.partition
 """
 
 
+# A batch of one partition (what a worker serving one partition commits): one row, so no lock
+# order to keep, and a plain UPDATE whose WHERE clause is the fence costs the server ~0.1 ms
+# against ~0.45 ms for the statement above (mostly planning). Only when it refuses does the
+# statement above run, to lock the row and report it as it is.
+_ADVANCE_ONE_SQL = """
+UPDATE eos_offsets SET next_offset = %(target)s, updated_at = now()
+WHERE consumer_group = %(group)s AND topic = %(topic)s AND partition = %(partition)s
+  AND epoch = %(epoch)s AND next_offset IS NOT DISTINCT FROM %(expected)s
+RETURNING epoch, owner
+"""
+
+
 def lock_and_advance(
     cur: Cursor, group: str, claims: Sequence[Claim], targets: Mapping[TopicPartition, int]
 ) -> tuple[dict[TopicPartition, OffsetRow], int]:
     """Lock the rows (fixed order) and move each partition to its target behind the fence, in
     one statement: returns the rows as locked and how many moved. The caller checks the rows
     with `fence_outcome` and rolls back if the fence refuses."""
+    if len(claims) == 1:
+        c = claims[0]
+        cur.execute(
+            _ADVANCE_ONE_SQL,
+            {
+                "target": targets[c.key],
+                "group": group,
+                "topic": c.topic,
+                "partition": c.partition,
+                "epoch": c.epoch,
+                "expected": c.next_offset,
+            },
+        )
+        found = cur.fetchone()
+        if found is not None:  # locked and moved: as locked, it held the expected offset
+            epoch, owner = found
+            return {c.key: OffsetRow(int(epoch), c.next_offset, _opt_str(owner))}, 1  # type: ignore[call-overload]
     cur.execute(_LOCK_AND_ADVANCE_SQL, _advance_params(group, claims, targets))
     rows: dict[TopicPartition, OffsetRow] = {}
     moved = 0
     for t, p, e, n, o, advanced in cur.fetchall():
-        rows[(str(t), int(p))] = OffsetRow(int(e), _opt_int(n), None if o is None else str(o))  # type: ignore[call-overload]
+        rows[(str(t), int(p))] = OffsetRow(int(e), _opt_int(n), _opt_str(o))  # type: ignore[call-overload]
         moved += bool(advanced)
     return rows, moved
+
+
+def _opt_str(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 def _opt_int(value: object) -> int | None:

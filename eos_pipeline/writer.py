@@ -1,26 +1,29 @@
 """The transaction-scoped writer handed to handlers.
 
-Every bulk write takes the fast path: binary COPY into a temporary staging table, then one
-set-based statement (`INSERT ... SELECT ... ON CONFLICT`, `DELETE ... USING`). Rows are
-pre-aggregated per key first, so no statement touches a key twice (which ON CONFLICT DO UPDATE
+Every bulk write is one set-based statement (`INSERT ... SELECT ... ON CONFLICT`,
+`DELETE ... USING`) reading its rows from a source named `s`: for a few rows, arrays bound as
+parameters (`unnest`); for many, a temporary staging table filled by binary COPY first. Rows
+are pre-aggregated per key, so no statement touches a key twice (which ON CONFLICT DO UPDATE
 refuses). The writer never commits: the batch transaction around it does.
 
-Round trips are what a small batch pays for, so a connection's catalog remembers column types,
-composed statements and the staging tables that already exist, and an optimistic writer
-appends with a bare COPY (the batch is redone with a careful writer if a key already exists).
+Round trips and server work are what a small batch pays for, so a connection's catalog
+remembers column types, composed statements and the staging tables that already exist, and an
+optimistic writer appends with a bare COPY (the batch is redone with a careful writer if a key
+already exists).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
 
 import orjson
 import psycopg
 from psycopg import pq, sql
 from psycopg.adapt import Dumper
-from psycopg.types.json import set_json_dumps
+from psycopg.types.json import Jsonb, set_json_dumps
 
 from .events import DeadLetter, Event
 
@@ -100,40 +103,106 @@ def sum_per_key(rows: Iterable[Row], key_index: Sequence[int]) -> list[Row]:
 
 
 def _insert_select(
-    table: str, columns: Sequence[str], staging: str, conflict: sql.Composable
+    table: str, columns: Sequence[str], source: sql.Composable, conflict: sql.Composable
 ) -> sql.Composable:
-    """INSERT of a staging table's rows into `table`, with its ON CONFLICT clause."""
+    """INSERT of a row source's rows into `table`, with its ON CONFLICT clause."""
     return (
         sql.SQL("INSERT INTO {t} ({c}) SELECT {c} FROM {s} ").format(
-            t=_ident(table), c=_cols(columns), s=sql.Identifier(staging)
+            t=_ident(table), c=_cols(columns), s=source
         )
         + conflict
     )
 
 
-class TableCatalog:
-    """What one connection knows of its tables: column type OIDs (for binary COPY), composed
-    statements, and the staging tables committed into its session."""
+# Column types (as format_type names them) whose arrays bind from plain Python values and cast
+# back without loss. Not `character`: cast without a length it is character(1).
+BINDABLE_TYPES = frozenset(
+    {
+        "boolean",
+        "smallint",
+        "integer",
+        "bigint",
+        "real",
+        "double precision",
+        "numeric",
+        "text",
+        "character varying",
+        "uuid",
+        "bytea",
+        "date",
+        "time without time zone",
+        "timestamp without time zone",
+        "timestamp with time zone",
+        "interval",
+        "json",
+        "jsonb",
+    }
+)
+_JSON_TYPES = frozenset({"json", "jsonb"})
+# Up to this many values (rows x columns) a write binds arrays instead of staging. Measured on
+# the orders upsert (30 rows x 11 columns): binding costs ~90 us more client CPU than COPY
+# formatting, staging two more round trips (~110 us client CPU) and ~0.5 ms of server time
+# (the COPY, and truncating the staging table at every commit). Many rows amortise the
+# staging; binding costs 2.5x COPY's client CPU per value.
+BIND_VALUES_MAX = 2048
 
-    def __init__(self) -> None:
-        self._types: dict[str, dict[str, int]] = {}
+
+class _Column(NamedTuple):
+    oid: int  # the type binary COPY dumps the column's values as
+    type_name: str
+
+
+TEXT_OID = 25
+
+
+def _copy_oid(conn: Conn, oid: int) -> int:
+    """Types psycopg has no binary dumper for (char(n), enums, citext, ...) take text's: their
+    binary input is the text itself."""
+    try:
+        conn.adapters.get_dumper_by_oid(oid, pq.Format.BINARY)
+    except psycopg.ProgrammingError:
+        return TEXT_OID
+    return oid
+
+
+class TableCatalog:
+    """What one connection knows of its tables: column types (for binary COPY and bound
+    arrays), composed statements, and the staging tables committed into its session."""
+
+    def __init__(self, bind_values_max: int = BIND_VALUES_MAX) -> None:
+        self.bind_values_max = bind_values_max
+        self._columns: dict[str, dict[str, _Column]] = {}
         self._statements: dict[tuple[Any, ...], bytes] = {}
         self._staging: set[str] = set()
 
-    def types(self, conn: Conn, table: str, columns: Sequence[str]) -> list[int]:
-        known = self._types.get(table)
+    def _of(self, conn: Conn, table: str, columns: Sequence[str]) -> list[_Column]:
+        known = self._columns.get(table)
         if known is None:
             rows = conn.execute(
-                "SELECT attname, atttypid FROM pg_attribute "
+                "SELECT attname, atttypid, format_type(atttypid, NULL) FROM pg_attribute "
                 "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
                 (table,),
             ).fetchall()
-            known = {str(name): int(oid) for name, oid in rows}
-            self._types[table] = known
+            known = {
+                str(name): _Column(_copy_oid(conn, int(oid)), str(type_name))
+                for name, oid, type_name in rows
+            }
+            self._columns[table] = known
         missing = [c for c in columns if c not in known]
         if missing:
             raise ValueError(f"table {table} has no column(s) {', '.join(missing)}")
         return [known[c] for c in columns]
+
+    def types(self, conn: Conn, table: str, columns: Sequence[str]) -> list[int]:
+        """Type OIDs of `columns`, for binary COPY."""
+        return [c.oid for c in self._of(conn, table, columns)]
+
+    def array_types(self, conn: Conn, table: str, columns: Sequence[str]) -> list[str] | None:
+        """Type names of `columns` if every one of them can be bound as an array, else None."""
+        names = [c.type_name for c in self._of(conn, table, columns)]
+        if "%" in table or any("%" in c for c in columns):
+            return None  # the statement is sent with parameters: a % would be a placeholder
+        return names if all(n in BINDABLE_TYPES for n in names) else None
 
     def statement(
         self, conn: Conn, key: tuple[Any, ...], build: Callable[[], sql.Composable]
@@ -154,6 +223,45 @@ class TableCatalog:
     def forget_staging(self) -> None:
         """After a failed transaction: what it created is gone, so create on next use."""
         self._staging.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class RowSource:
+    """The rows of one write as a statement reads them, under the name `s`: arrays bound as
+    parameters (`kind` "bound") or a filled staging table ("staged")."""
+
+    kind: Literal["bound", "staged"]
+    columns: Sequence[str]
+    types: Sequence[str] = ()
+    staging: str = ""
+    params: list[list[Any]] | None = None
+
+    @classmethod
+    def bound(cls, columns: Sequence[str], types: Sequence[str], rows: Sequence[Row]) -> RowSource:
+        arrays = [list(values) for values in zip(*rows, strict=True)]
+        for i, type_name in enumerate(types):
+            if type_name in _JSON_TYPES:
+                arrays[i] = [_json_param(v) for v in arrays[i]]
+        return cls("bound", columns, types=types, params=arrays)
+
+    @classmethod
+    def staged(cls, columns: Sequence[str], staging: str) -> RowSource:
+        return cls("staged", columns, staging=staging)
+
+    def from_clause(self) -> sql.Composable:
+        if self.kind == "staged":
+            return sql.SQL("{} AS s").format(sql.Identifier(self.staging))
+        arrays = sql.SQL(", ").join(sql.SQL(f"%b::{t}[]") for t in self.types)
+        return sql.SQL("unnest({a}) AS s({c})").format(a=arrays, c=_cols(self.columns))
+
+
+def _json_param(value: Any) -> Any:
+    """A json/jsonb value to bind: bytes already hold JSON, anything else is encoded."""
+    if value is None:
+        return None
+    if isinstance(value, bytes | bytearray | memoryview):
+        return JsonBytes(value)
+    return Jsonb(value)
 
 
 class Writer:
@@ -201,17 +309,20 @@ class Writer:
             self._copy(table, table, columns, rows)
             return
         # Conflicts are rare (reprocessing after a replay): try a direct COPY first, and only
-        # when a key exists go through staging with ON CONFLICT DO NOTHING.
+        # when a key exists go through a row source with ON CONFLICT DO NOTHING.
         try:
             with self._conn.transaction():
                 self._copy(table, table, columns, rows)
             return
         except psycopg.errors.UniqueViolation:
             pass
-        staging = self._stage(table, columns, rows)
+        source = self._source(table, columns, rows)
         self._execute(
-            ("insert-ignore", table, tuple(columns)),
-            lambda: _insert_select(table, columns, staging, sql.SQL("ON CONFLICT DO NOTHING")),
+            ("insert-ignore", source.kind, table, tuple(columns)),
+            lambda: _insert_select(
+                table, columns, source.from_clause(), sql.SQL("ON CONFLICT DO NOTHING")
+            ),
+            source.params,
         )
 
     def upsert(
@@ -221,7 +332,7 @@ class Writer:
         if not rows:
             return
         key_index = [columns.index(k) for k in key_columns]
-        staging = self._stage(table, columns, last_per_key(rows, key_index))
+        source = self._source(table, columns, last_per_key(rows, key_index))
 
         def build() -> sql.Composable:
             updates = [c for c in columns if c not in key_columns]
@@ -234,9 +345,10 @@ class Writer:
                 else sql.SQL("DO NOTHING")
             )
             conflict = sql.SQL("ON CONFLICT ({k}) ").format(k=_cols(key_columns))
-            return _insert_select(table, columns, staging, conflict + action)
+            return _insert_select(table, columns, source.from_clause(), conflict + action)
 
-        self._execute(("upsert", table, tuple(key_columns), tuple(columns)), build)
+        key = ("upsert", source.kind, table, tuple(key_columns), tuple(columns))
+        self._execute(key, build, source.params)
 
     def accumulate(
         self, table: str, key_columns: Sequence[str], columns: Sequence[str], rows: Sequence[Row]
@@ -246,7 +358,7 @@ class Writer:
         summed = sum_per_key(rows, key_index)
         if not summed:
             return
-        staging = self._stage(table, columns, summed)
+        source = self._source(table, columns, summed)
 
         def build() -> sql.Composable:
             adds = sql.SQL(", ").join(
@@ -257,32 +369,44 @@ class Writer:
                 if c not in key_columns
             )
             conflict = sql.SQL("ON CONFLICT ({k}) DO UPDATE SET ").format(k=_cols(key_columns))
-            return _insert_select(table, columns, staging, conflict + adds)
+            return _insert_select(table, columns, source.from_clause(), conflict + adds)
 
-        self._execute(("accumulate", table, tuple(key_columns), tuple(columns)), build)
+        key = ("accumulate", source.kind, table, tuple(key_columns), tuple(columns))
+        self._execute(key, build, source.params)
 
     def delete(self, table: str, key_columns: Sequence[str], keys: Sequence[Row]) -> None:
         """Delete rows by key."""
         if not keys:
             return
-        staging = self._stage(table, key_columns, keys)
+        source = self._source(table, key_columns, keys)
 
         def build() -> sql.Composable:
             match = sql.SQL(" AND ").join(
                 sql.SQL("d.{c} = s.{c}").format(c=sql.Identifier(c)) for c in key_columns
             )
             return (
-                sql.SQL("DELETE FROM {t} AS d USING {s} AS s WHERE ").format(
-                    t=_ident(table), s=sql.Identifier(staging)
+                sql.SQL("DELETE FROM {t} AS d USING {s} WHERE ").format(
+                    t=_ident(table), s=source.from_clause()
                 )
                 + match
             )
 
-        self._execute(("delete", table, tuple(key_columns)), build)
+        self._execute(("delete", source.kind, table, tuple(key_columns)), build, source.params)
 
     # -- plumbing ----------------------------------------------------------------------------
-    def _execute(self, key: tuple[Any, ...], build: Callable[[], sql.Composable]) -> None:
-        self._conn.execute(self._catalog.statement(self._conn, key, build))
+    def _execute(
+        self, key: tuple[Any, ...], build: Callable[[], sql.Composable], params: Any = None
+    ) -> None:
+        self._conn.execute(self._catalog.statement(self._conn, key, build), params)
+
+    def _source(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> RowSource:
+        """Where a statement reads `rows` from: bound arrays when they are few and every
+        column's type binds, else a staging table."""
+        if len(rows) * len(columns) <= self._catalog.bind_values_max:
+            types = self._catalog.array_types(self._conn, table, columns)
+            if types is not None:
+                return RowSource.bound(columns, types, rows)
+        return RowSource.staged(columns, self._stage(table, columns, rows))
 
     def _stage(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> str:
         """A temporary table shaped like `columns` of `table`, holding exactly `rows`.
