@@ -195,11 +195,61 @@ class Progress:
         return self.total - n0, self.done_at - start
 
 
-# `run --workers` against a handler that waits 5 ms per batch of SLOW_BATCH records.
+# `run --workers` against a handler that waits per batch of SLOW_BATCH records: 5 ms, and
+# 20 ms (on SLOWER_SHARE of the events). Beside the 5 ms case, the same batches committed by
+# 1 and by 4 independent processes without Kafka (`commit-only`): what the machine allows.
 SLOW_BATCH = 50
 SLOW_HANDLER = "benchmarks.probe:handle_orders_slowly"
-SLOW_1 = "slow handler, 1 worker"
-SLOW_4 = "slow handler, 4 workers"
+SLOWER_HANDLER = "benchmarks.probe:handle_orders_very_slowly"
+SLOWER_SHARE = 0.4
+
+
+@dataclass
+class SlowModes:
+    """The slow-handler lines of the table."""
+
+    one: Mode = field(default_factory=lambda: Mode("slow handler 5 ms, 1 worker"))
+    four: Mode = field(default_factory=lambda: Mode("slow handler 5 ms, 4 workers"))
+    ceiling_one: Mode = field(default_factory=lambda: Mode("commit only 5 ms, 1 process"))
+    ceiling_four: Mode = field(default_factory=lambda: Mode("commit only 5 ms, 4 processes"))
+    slower_one: Mode = field(default_factory=lambda: Mode("slow handler 20 ms, 1 worker"))
+    slower_four: Mode = field(default_factory=lambda: Mode("slow handler 20 ms, 4 workers"))
+
+    def all(self) -> list[Mode]:
+        return [
+            self.one,
+            self.four,
+            self.ceiling_one,
+            self.ceiling_four,
+            self.slower_one,
+            self.slower_four,
+        ]
+
+    def run_round(self, stack: Stack, logs: Path, topic: str, slower_topic: str, n: int) -> None:
+        slower_n = int(n * SLOWER_SHARE)
+        for mode, handler, source, events, workers in (
+            (self.one, SLOW_HANDLER, topic, n, "1"),
+            (self.four, SLOW_HANDLER, topic, n, "4"),
+            (self.slower_one, SLOWER_HANDLER, slower_topic, slower_n, "1"),
+            (self.slower_four, SLOWER_HANDLER, slower_topic, slower_n, "4"),
+        ):
+            run_pipeline(
+                stack, logs, mode, source, events, SLOW_BATCH,
+                *("--handler", handler, "--workers", workers, "--no-view-refresh"),
+            )  # fmt: skip
+        for mode, processes in ((self.ceiling_one, "1"), (self.ceiling_four, "4")):
+            run_worker(
+                stack, logs, mode, "commit-only", topic,
+                *("--batch", str(SLOW_BATCH), "--handler", SLOW_HANDLER, "--processes", processes),
+            )  # fmt: skip
+
+    def ratios(self) -> dict[str, float]:
+        return {
+            f"{self.four.name} / 1 worker": ratio(self.four, self.one),
+            f"{self.ceiling_four.name} / 1 process": ratio(self.ceiling_four, self.ceiling_one),
+            f"{self.four.name} / commit only, 4 processes": ratio(self.four, self.ceiling_four),
+            f"{self.slower_four.name} / 1 worker": ratio(self.slower_four, self.slower_one),
+        }
 
 
 def run_pipeline(
@@ -291,15 +341,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         (f"eos run x2 processes, batch {DEFAULT_BATCH}", DEFAULT_BATCH, (), 2),
     )
     names = ["raw consume", "raw store (COPY)", *(mode[0] for mode in eos_modes)]
-    names += ["naive: Kafka commit/msg", "naive: PG txn/msg", SLOW_1, SLOW_4]
+    names += ["naive: Kafka commit/msg", "naive: PG txn/msg"]
     m = [Mode(name) for name in names]
-    raw, store, eos, naive_c, naive_t, slow_1, slow_4 = m[0], m[1], m[2:6], m[6], m[7], m[8], m[9]
+    raw, store, eos, naive_c, naive_t = m[0], m[1], m[2:6], m[6], m[7]
+    slow = SlowModes()
+    m += slow.all()
     try:
         topic = stack.topic(plan.partitions)
         produce_s = produce_once(stack, topic, plan.messages)
         print(f"produced {plan.messages} events into {topic} in {produce_s:.1f} s", flush=True)
         slow_topic = stack.topic(plan.partitions)
         produce_once(stack, slow_topic, plan.slow_messages)
+        slower_topic = stack.topic(plan.partitions)
+        produce_once(stack, slower_topic, int(plan.slow_messages * SLOWER_SHARE))
         limit = str(plan.naive_limit)
         for round_ in range(plan.runs):
             run_worker(stack, logs, raw, "raw-consume", topic)
@@ -310,11 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             run_worker(stack, logs, naive_c, "naive-commit", topic, "--limit", limit)
             run_worker(stack, logs, naive_t, "naive-txn", topic, "--limit", limit)
-            for mode, workers in ((slow_1, "1"), (slow_4, "4")):
-                run_pipeline(
-                    stack, logs, mode, slow_topic, plan.slow_messages, SLOW_BATCH,
-                    *("--handler", SLOW_HANDLER, "--workers", workers, "--no-view-refresh"),
-                )  # fmt: skip
+            slow.run_round(stack, logs, slow_topic, slower_topic, plan.slow_messages)
             print(
                 f"round {round_ + 1}/{plan.runs}: "
                 + ", ".join(f"{x.name} {x.rates[-1]:,.0f}/s" for x in m),
@@ -329,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stack.close()
     report = table(m, plan.runs)
     rel = ratios(eos, {"raw": raw, "store": store, "naive_c": naive_c, "naive_t": naive_t})
-    rel[f"{SLOW_4} / {SLOW_1}"] = ratio(slow_4, slow_1)
+    rel.update(slow.ratios())
     best = max(eos, key=lambda x: x.rate)
     targets = {
         "run >= 50% of min(raw consume, raw store)": best.rate >= 0.5 * min(raw.rate, store.rate),

@@ -9,6 +9,11 @@ part only).
   (at-least-once, the textbook loop).
 - naive-txn: poll -> one PostgreSQL transaction (insert + offset update) per message
   (exactly once, the slow way).
+- commit-only: the ceiling for `run --workers N` with a slow handler. The topic's records are
+  decoded before the clock starts; then N processes, each with its own connection and its
+  share of the partitions, commit batches through the pipeline's own transaction (the
+  handler, then the offsets behind the fence). No Kafka and no shared interpreter: what the
+  machine allows for the same work.
 
 The data was produced up front, so a record's age at commit here is mostly its wait in the
 backlog: latency is measured separately, under a live load (`benchmarks.latency`).
@@ -17,6 +22,7 @@ backlog: latency is measured separately, under a live load (`benchmarks.latency`
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import resource
 import sys
 import time
@@ -29,10 +35,16 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 from psycopg.types.json import Jsonb
 
 from eos_pipeline.audit import read_topic
-from eos_pipeline.db import conninfo
+from eos_pipeline.batching import Item
+from eos_pipeline.db import connect, conninfo
+from eos_pipeline.events import TopicPartition as TP
+from eos_pipeline.handlers import DEFAULT_HANDLER, decode_record, load_handler
+from eos_pipeline.offsets import claim
 from eos_pipeline.orders.handler import EVENT_COLUMNS
 from eos_pipeline.orders.schema import parse_order_event
-from eos_pipeline.writer import prepare_connection
+from eos_pipeline.runtime import tune_for_throughput
+from eos_pipeline.transaction import BatchContext, commit_batch
+from eos_pipeline.writer import TableCatalog, prepare_connection
 
 EVENT_TYPES = ("text", "int4", "int8", "text", "text", "timestamptz", "jsonb")
 INSERT_EVENT = (
@@ -157,6 +169,50 @@ def _commit_txn(conn: psycopg.Connection[Any], c: Consumer, m: Message) -> None:
         )
 
 
+def commit_only(args: argparse.Namespace) -> dict[str, Any]:
+    spec = load_handler(args.handler)
+    shares: list[list[Item]] = [[] for _ in range(args.processes)]
+    for r in read_topic(args.bootstrap, args.topic, timeout_s=600):
+        item = decode_record(spec, r.topic, r.partition, r.offset, None, r.value, 0, ())
+        shares[r.partition % args.processes].append(item)
+    fork = multiprocessing.get_context("fork")
+    children = [
+        fork.Process(target=_commit_share, args=(args, share, i)) for i, share in enumerate(shares)
+    ]
+    cpu, t0 = _children_cpu(), time.monotonic()
+    for child in children:
+        child.start()
+    for child in children:
+        child.join()
+    seconds, cpu = time.monotonic() - t0, _children_cpu() - cpu
+    if any(child.exitcode != 0 for child in children):
+        raise RuntimeError("a committing process failed")
+    return {"messages": sum(map(len, shares)), "seconds": seconds, "cpu_s": cpu}
+
+
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _commit_share(args: argparse.Namespace, items: list[Item], index: int) -> None:
+    """One process: its partitions' items in batches, each committed with its offsets."""
+    spec = load_handler(args.handler)
+    tune_for_throughput(1)
+    with connect(args.database_url) as conn:
+        prepare_connection(conn)
+        by_partition: dict[TP, list[Item]] = {}
+        for item in items:
+            by_partition.setdefault((item.topic, item.partition), []).append(item)
+        claims = claim(conn, args.group, f"commit-only-{index}", sorted(by_partition))
+        ctx = BatchContext(conn, TableCatalog(), spec, args.group)
+        for tp, mine in by_partition.items():
+            held = claims[tp]
+            for start in range(0, len(mine), args.batch):
+                result = commit_batch(ctx, {tp: held}, mine[start : start + args.batch])
+                held = held.advanced(result.committed[tp])
+
+
 def naive_commit(args: argparse.Namespace) -> dict[str, Any]:
     return _naive(args, _commit_kafka)
 
@@ -170,6 +226,7 @@ MODES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "raw-store": raw_store,
     "naive-commit": naive_commit,
     "naive-txn": naive_txn,
+    "commit-only": commit_only,
 }
 
 
@@ -182,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--group", default="bench-naive")
     p.add_argument("--batch", type=int, default=5000)
     p.add_argument("--limit", type=int, default=20_000)
+    p.add_argument("--handler", default=DEFAULT_HANDLER)
+    p.add_argument("--processes", type=int, default=1)
     args = p.parse_args(argv)
     result = MODES[args.mode](args)
     sys.stdout.buffer.write(orjson.dumps(result) + b"\n")

@@ -43,8 +43,12 @@ def test_benchmarks_quick(backend: Backend) -> None:
         "eos run, batch 10000, 2 workers",
         "eos run x2 processes, batch 5000",
         "naive: PG txn/msg",
+        "slow handler 5 ms, 4 workers",
+        "commit only 5 ms, 4 processes",
+        "slow handler 20 ms, 4 workers",
     ):
         assert mode in out
+    assert "slow handler 5 ms, 4 workers / commit only, 4 processes" in out
     assert "results: " in out
 
 
