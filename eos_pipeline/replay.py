@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -277,6 +278,33 @@ class OffsetLookup:
                 f"cannot read watermarks of {topic}: {exc.args[0].str()}"
             ) from None
         return out
+
+    def delivered_offsets(
+        self, topic: str, ranges: Mapping[int, tuple[int, int]], timeout_s: float
+    ) -> dict[int, list[int]]:
+        """Offsets a read_committed consumer receives in each partition's [start, end): commit
+        markers and aborted records take offsets but are never delivered. Partitions whose
+        position has not reached `end` when the time is up are left out."""
+        if not ranges:
+            return {}
+        got: dict[int, list[int]] = {p: [] for p in ranges}
+        pending = set(ranges)
+        deadline = time.monotonic() + timeout_s
+        try:
+            self._consumer.assign([KafkaTP(topic, p, start) for p, (start, _) in ranges.items()])
+            while pending and time.monotonic() < deadline:
+                for m in self._consumer.consume(500, timeout=0.1):
+                    p, offset = m.partition() or 0, m.offset()
+                    end = ranges[p][1] if p in pending else 0
+                    if m.error() is None and offset is not None and offset < end:
+                        got[p].append(offset)
+                positions = self._consumer.position([KafkaTP(topic, p) for p in pending])
+                pending -= {t.partition for t in positions if t.offset >= ranges[t.partition][1]}
+        except KafkaException as exc:
+            raise KafkaUnavailable(f"cannot read {topic}: {exc.args[0].str()}") from None
+        finally:
+            self._consumer.unassign()
+        return {p: offsets for p, offsets in got.items() if p not in pending}
 
     def offsets_for_times(
         self, topic: str, partitions: Iterable[int], timestamp_ms: int

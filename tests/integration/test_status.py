@@ -132,3 +132,39 @@ def test_unreachable_servers_are_one_line_and_exit_2(
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("eos-pipeline: error: cannot"), done.stderr
     assert "secret" not in done.stderr
+
+
+def test_lag_counts_records_not_transaction_markers(
+    kafka_bootstrap: str, database_url: str, new_topic: Callable[..., str], group_id: str, db: Db
+) -> None:
+    """A committed transaction of 3 records (offsets 0-2, marker 3), an aborted one of 2
+    (4-5, marker 6), a committed one of 2 (7-8, marker 9): high watermark 10."""
+    topic = new_topic(partitions=1)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "transactional.id": group_id})
+    producer.init_transactions(30)
+    for count, commit in ((3, True), (2, False), (2, True)):
+        producer.begin_transaction()
+        for _ in range(count):
+            producer.produce(topic, b"{}", partition=0)
+        producer.flush(10)  # written before the abort, so the aborted records take offsets
+        (producer.commit_transaction if commit else producer.abort_transaction)(30)
+    groups = {"at-marker": 9, "before-aborted": 4, "mid": 1, "none": None}
+    for name, offset in groups.items():
+        db.execute(
+            "INSERT INTO eos_offsets (consumer_group, topic, partition, next_offset, epoch)"
+            " VALUES (%s, %s, 0, %s, 1)",
+            (f"{group_id}-{name}", topic, offset),
+        )
+    done = status(kafka_bootstrap, database_url, "--format", "json")
+    assert done.returncode == 0, done.stderr
+    lags = {
+        p["group"].removeprefix(f"{group_id}-"): (p["high_watermark"], p["lag"])
+        for p in orjson.loads(done.stdout)["partitions"]
+        if p["topic"] == topic
+    }
+    assert lags == {
+        "at-marker": (10, 0),  # caught up: only the commit marker is left
+        "before-aborted": (10, 2),  # the aborted records and the markers are never received
+        "mid": (10, 4),
+        "none": (10, 5),
+    }

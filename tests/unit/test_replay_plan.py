@@ -28,7 +28,14 @@ from eos_pipeline.replay import (
     select_partitions,
     target_offset,
 )
-from eos_pipeline.status import PartitionStatus, lag_of, over_lag
+from eos_pipeline.status import (
+    EXACT_LAG_MAX,
+    PartitionStatus,
+    lag_of,
+    over_lag,
+    ranges_to_count,
+    records_lag,
+)
 
 MARKS = Watermarks(10, 100)
 
@@ -175,3 +182,26 @@ def test_lag() -> None:
     assert lag_of(120, MARKS) == 0
     assert lag_of(40, None) is None
     assert over_lag([_status(3), _status(4), _status(None)], 3) == [_status(4)]
+
+
+def test_small_lags_are_read_from_the_lowest_next_offset_to_the_high_watermark() -> None:
+    marks = {("t", 0): MARKS, ("t", 1): MARKS, ("t", 2): MARKS, ("u", 0): Watermarks(0, 5000)}
+    wanted = [
+        ("t", 0, 95),  # 5 offsets behind
+        ("t", 0, 98),  # another group on the same partition
+        ("t", 1, 100),  # caught up: nothing to read
+        ("t", 2, None),  # no commit yet: 90 from the low watermark
+        ("u", 0, 5000 - EXACT_LAG_MAX - 1),  # too far behind to read
+        ("v", 0, 3),  # no such partition on the broker
+    ]
+    assert ranges_to_count(wanted, marks) == {"t": {0: (95, 100), 2: (10, 100)}}
+
+
+def test_records_lag_counts_what_a_consumer_receives() -> None:
+    # Offsets 95..99: records at 95, 96 and 98; 97 an aborted record, 99 a commit marker.
+    delivered = [95, 96, 98]
+    assert records_lag(95, MARKS, delivered) == 3
+    assert records_lag(97, MARKS, delivered) == 1
+    assert records_lag(99, MARKS, delivered) == 0  # only the marker is left: caught up
+    assert records_lag(99, MARKS, None) == 1  # not read: the offset lag
+    assert records_lag(99, None, delivered) is None
