@@ -78,7 +78,7 @@ def _with_database(url: str, name: str) -> str:
 
 def _admin_sql(url: str, sql: str) -> None:
     with psycopg.connect(conninfo(url), autocommit=True) as conn:
-        conn.execute(sql)  # type: ignore[arg-type]
+        conn.execute(sql.encode())
 
 
 @pytest.fixture(scope="session")

@@ -40,8 +40,9 @@ def read_placed(
     try:
         while time.monotonic() < deadline:
             for msg in consumer.consume(500, timeout=0.2):
-                if msg.error() is None:
-                    seen.append((msg.partition(), msg.key(), msg.value()))
+                partition = msg.partition()
+                if msg.error() is None and partition is not None:
+                    seen.append((partition, msg.key(), msg.value()))
             if len(seen) >= expect:
                 settled_at = settled_at or time.monotonic()
                 if time.monotonic() - settled_at >= settle:

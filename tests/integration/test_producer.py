@@ -58,7 +58,10 @@ def test_newer_producer_fences_the_older_for_good(
         new.produce(topic, b'{"order_id": "after"}')
     new.close()
     old.close()
-    values = sorted(v for _, v in read_committed(kafka_bootstrap, topic, expect=2, settle=1.0))
+    values = sorted(
+        (v for _, v in read_committed(kafka_bootstrap, topic, expect=2, settle=1.0)),
+        key=lambda v: v or b"",
+    )
     assert values == [b'{"order_id": "after"}', b'{"order_id": "before"}']
 
 

@@ -407,7 +407,7 @@ def test_handler_failures_are_isolated_by_bisection(
     created_7 = db.execute(
         "SELECT count(*) FROM order_events WHERE type = 'order_created' AND order_id LIKE '%%7'"
     ).fetchone()
-    assert failed is not None and failed[0] > 0
+    assert failed is not None and isinstance(failed[0], int) and failed[0] > 0
     assert created_7 == (0,)
     with psycopg.connect(conninfo(database_url)) as conn:
         total = conn.execute(

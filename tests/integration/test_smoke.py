@@ -12,7 +12,7 @@ from eos_pipeline.db import conninfo
 from eos_pipeline.migrate import downgrade, upgrade
 
 
-def _read_committed(bootstrap: str, topic: str, expect_at_least: int) -> list[bytes]:
+def _read_committed(bootstrap: str, topic: str, expect_at_least: int) -> list[bytes | None]:
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -23,7 +23,7 @@ def _read_committed(bootstrap: str, topic: str, expect_at_least: int) -> list[by
         }
     )
     consumer.subscribe([topic])
-    seen: list[bytes] = []
+    seen: list[bytes | None] = []
     idle = 0
     while idle < 6:
         msgs = consumer.consume(100, timeout=0.5)

@@ -49,7 +49,7 @@ def fed_topics(
 ) -> tuple[str, str, list[Record]]:
     """A source topic holding `count` orders events (some poison) and an empty output topic."""
     source, output = new_topic(partitions=partitions), new_topic(partitions=2)
-    records = list(generate_orders(count, seed=seed, poison_rate=0.03))
+    records: list[Record] = list(generate_orders(count, seed=seed, poison_rate=0.03))
     produce_committed(bootstrap, source, records, batch=1000)
     return source, output, records
 

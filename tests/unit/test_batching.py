@@ -113,8 +113,8 @@ def test_take_returns_everything_and_resets() -> None:
 
 def test_drop_forgets_only_the_given_partitions() -> None:
     buf = BatchBuffer(BatchPolicy())
-    keep = [event("a", 0, 1), letter("b", 0, 5)]
-    gone = [event("a", 1, 1), letter("a", 1, 2)]
+    keep: list[Item] = [event("a", 0, 1), letter("b", 0, 5)]
+    gone: list[Item] = [event("a", 1, 1), letter("a", 1, 2)]
     buf.add([keep[0], gone[0], keep[1], gone[1]], now=2.0)
     assert buf.drop({("a", 1)}) == 2
     assert buf.items == keep

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
-import eos_pipeline.pipeline as pipeline
 from eos_pipeline.offsets import Claim
 from eos_pipeline.pipeline import (
     RunConfig,
@@ -139,9 +140,9 @@ def test_without_a_stored_offset_the_policy_decides() -> None:
     ("attempt", "ceiling"), [(-3, 0.5), (0, 0.5), (1, 1.0), (2, 2.0), (4, 8.0), (5, 10.0)]
 )
 def test_backoff_bounds(monkeypatch: pytest.MonkeyPatch, attempt: int, ceiling: float) -> None:
-    monkeypatch.setattr(pipeline.random, "random", lambda: 0.0)
+    monkeypatch.setattr(random, "random", lambda: 0.0)
     assert backoff_delay(attempt) == pytest.approx(ceiling / 2)
-    monkeypatch.setattr(pipeline.random, "random", lambda: 1.0)
+    monkeypatch.setattr(random, "random", lambda: 1.0)
     assert backoff_delay(attempt) == pytest.approx(ceiling)
 
 
@@ -153,7 +154,7 @@ def test_backoff_stays_within_bounds_with_real_jitter() -> None:
 
 
 def test_backoff_custom_base_and_cap(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pipeline.random, "random", lambda: 1.0)
+    monkeypatch.setattr(random, "random", lambda: 1.0)
     assert backoff_delay(3, base=0.1, cap=60.0) == pytest.approx(0.8)
     assert backoff_delay(20, base=0.1, cap=60.0) == pytest.approx(60.0)
 

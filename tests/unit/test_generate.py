@@ -14,7 +14,7 @@ from eos_pipeline.orders.generate import generate_orders
 
 TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
 # type -> the types that may come before it, for one order
-ALLOWED_AFTER = {
+ALLOWED_AFTER: dict[str, set[str | None]] = {
     "order_created": {None},
     "item_added": {"order_created", "item_added"},
     "order_paid": {"item_added"},
@@ -46,7 +46,8 @@ def valid_event(key: bytes, value: bytes) -> dict[str, object] | None:
     for money in ("unit_price", "amount"):
         if money in event and not re.fullmatch(r"\d+\.\d\d", event[money]):
             return None
-    return event
+    valid: dict[str, object] = event
+    return valid
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes() -> None:
